@@ -1,0 +1,370 @@
+"""Tests for dag_core.shards: Parquet image–depth shards, atomic writes, manifest, readers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from dag_core import shards
+from dag_core.errors import DagError
+from dag_core.shards import (
+    MANIFEST_NAME,
+    Sample,
+    ShardDataset,
+    completed_shards,
+    decode_depth,
+    encode_depth,
+    read_samples,
+    read_table,
+    shard_name,
+    verify_dataset,
+    write_dataset,
+    write_manifest,
+    write_shard,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_samples(n: int, h: int = 6, w: int = 5, start: int = 0, seed: int = 0) -> list[Sample]:
+    """``n`` random samples with depth in 0.1..20 m and some metadata."""
+    rng = np.random.default_rng(seed)
+    return [
+        Sample(
+            id=f"s{start + i:04d}",
+            rgb=rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
+            depth=rng.uniform(0.1, 20.0, (h, w)).astype(np.float32),
+            seed=None if i % 3 == 0 else int(rng.integers(0, 2**40)),
+            source="synthetic" if i % 2 else "nyu",
+            meta={"guidance": {"depth_scale": 0.5 * i, "sampler": "ddim"}, "hash": f"{i:x}"},
+        )
+        for i in range(n)
+    ]
+
+
+def expected_depth(depth: np.ndarray, dtype: str) -> np.ndarray:
+    """The quantisation each dtype applies, computed independently of the module."""
+    if dtype == "float16":
+        return depth.astype(np.float16).astype(np.float32)
+    if dtype == "uint16mm":
+        mm = np.clip(np.rint(depth.astype(np.float64) * 1000), 0, 65535).astype(np.uint16)
+        return mm.astype(np.float32) / np.float32(1000)
+    return depth.astype(np.float32)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "uint16mm"])
+def test_round_trip_bit_exact(tmp_path: Path, dtype: str) -> None:
+    samples = make_samples(7)
+    write_dataset(tmp_path / "ds", samples, shard_size=3, depth_dtype=dtype)
+    back = list(read_samples(tmp_path / "ds"))
+    assert [s.id for s in back] == [s.id for s in samples]
+    for src, got in zip(samples, back, strict=True):
+        assert got.rgb.dtype == np.uint8 and np.array_equal(got.rgb, src.rgb)
+        assert got.depth.dtype == np.float32
+        want = expected_depth(src.depth, dtype)
+        assert got.depth.tobytes() == want.tobytes()
+        assert (got.seed, got.source, got.meta) == (src.seed, src.source, src.meta)
+    if dtype != "float32":
+        assert not np.array_equal(back[0].depth, samples[0].depth)  # quantisation did happen
+
+
+def test_encode_depth_uint16mm_clips_and_marks_invalid() -> None:
+    depth = np.array([[0.0012, -1.0, np.nan], [70.0, np.inf, 1.2344]], dtype=np.float32)
+    raw = np.frombuffer(encode_depth(depth, "uint16mm"), dtype="<u2").reshape(2, 3)
+    assert raw.tolist() == [[1, 0, 0], [65535, 0, 1234]]
+    back = decode_depth(encode_depth(depth, "uint16mm"), "uint16mm", 2, 3)
+    assert back.dtype == np.float32 and back[0, 1] == 0.0 and back[1, 0] == np.float32(65.535)
+
+
+def test_encode_depth_is_little_endian_and_sized() -> None:
+    depth = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert encode_depth(depth, "float32") == depth.astype("<f4").tobytes()
+    assert len(encode_depth(depth, "float16")) == 12
+    with pytest.raises(DagError, match="does not fit 3x3"):
+        decode_depth(encode_depth(depth, "float16"), "float16", 3, 3)
+
+
+def test_unknown_dtype_and_bad_samples_rejected(tmp_path: Path) -> None:
+    good = make_samples(1)[0]
+    with pytest.raises(DagError, match="'bfloat16'"):
+        encode_depth(good.depth, "bfloat16")
+    with pytest.raises(DagError, match="'uint8'"):
+        write_shard(tmp_path, 0, [good], depth_dtype="uint8")
+    bad_rgb = Sample("a", good.rgb.astype(np.float32), good.depth)
+    with pytest.raises(DagError, match="rgb must be uint8"):
+        write_shard(tmp_path, 0, [bad_rgb])
+    bad_shape = Sample("b", good.rgb, good.depth[:-1])
+    with pytest.raises(DagError, match="depth shape"):
+        write_shard(tmp_path, 0, [bad_shape])
+    int_depth = Sample("c", good.rgb, (good.depth * 1000).astype(np.uint16))
+    with pytest.raises(DagError, match="float array in metres"):
+        write_shard(tmp_path, 0, [int_depth])
+    bad_meta = Sample("d", good.rgb, good.depth, meta={"x": object()})
+    with pytest.raises(DagError, match="JSON"):
+        write_shard(tmp_path, 0, [bad_meta])
+    dup = make_samples(2)
+    dup[1].id = dup[0].id
+    with pytest.raises(DagError, match="duplicate"):
+        write_dataset(tmp_path / "dup", dup)
+    assert not list(tmp_path.glob("part-*"))
+
+
+def test_shard_names_and_row_groups(tmp_path: Path) -> None:
+    assert shard_name(0) == "part-00000.parquet"
+    assert shard_name(12) == "part-00012.parquet"
+    with pytest.raises(DagError):
+        shard_name(-1)
+    manifest = write_dataset(tmp_path, make_samples(250, 2, 2), shard_size=200, row_group_size=60)
+    assert sorted(p.name for p in tmp_path.glob("part-*.parquet")) == [shard_name(0), shard_name(1)]
+    groups = [
+        [pq.ParquetFile(tmp_path / s["file"]).metadata.row_group(i).num_rows for i in range(n)]
+        for s in manifest["shards"]
+        for n in [pq.ParquetFile(tmp_path / s["file"]).metadata.num_row_groups]
+    ]
+    assert groups == [[60, 60, 60, 20], [50]]
+
+
+def test_manifest_counts_and_checksums(tmp_path: Path) -> None:
+    manifest = write_dataset(tmp_path, make_samples(11), shard_size=4, depth_dtype="uint16mm")
+    on_disk = json.loads((tmp_path / MANIFEST_NAME).read_text())
+    assert on_disk == manifest
+    assert manifest["schema_version"] == shards.SCHEMA_VERSION
+    assert manifest["depth_dtype"] == "uint16mm"
+    assert manifest["total_rows"] == 11
+    assert [(s["file"], s["rows"]) for s in manifest["shards"]] == [
+        (shard_name(0), 4),
+        (shard_name(1), 4),
+        (shard_name(2), 3),
+    ]
+    for s in manifest["shards"]:
+        assert s["sha256"] == hashlib.sha256((tmp_path / s["file"]).read_bytes()).hexdigest()
+    assert verify_dataset(tmp_path) == manifest
+
+
+def test_verify_detects_tampering(tmp_path: Path) -> None:
+    write_dataset(tmp_path, make_samples(6), shard_size=3)
+    victim = tmp_path / shard_name(1)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    with pytest.raises(DagError, match=f"checksum mismatch for .*{shard_name(1)}"):
+        verify_dataset(tmp_path)
+    write_manifest(tmp_path)  # accept the new bytes
+    verify_dataset(tmp_path)
+    write_shard(tmp_path, 2, make_samples(1, start=50))
+    with pytest.raises(DagError, match=f"{shard_name(2)} is not listed"):
+        verify_dataset(tmp_path)
+    (tmp_path / shard_name(2)).unlink()
+    (tmp_path / shard_name(0)).unlink()
+    with pytest.raises(DagError, match=f"{shard_name(0)} listed .* is missing"):
+        verify_dataset(tmp_path)
+
+
+def test_refuses_overwrite_and_keeps_data(tmp_path: Path) -> None:
+    first = make_samples(3)
+    write_shard(tmp_path, 0, first)
+    before = (tmp_path / shard_name(0)).read_bytes()
+    with pytest.raises(DagError, match=f"{shard_name(0)} already exists"):
+        write_shard(tmp_path, 0, make_samples(2, start=10))
+    with pytest.raises(DagError, match="already exists"):
+        write_dataset(tmp_path, make_samples(2, start=10))
+    assert (tmp_path / shard_name(0)).read_bytes() == before
+    write_shard(tmp_path, 0, make_samples(2, start=10), overwrite=True)
+    assert [s.id for s in read_samples(tmp_path)] == ["s0010", "s0011"]
+
+
+def test_failed_write_leaves_no_shard_and_keeps_old(tmp_path: Path, monkeypatch) -> None:
+    write_shard(tmp_path, 0, make_samples(3))
+    old = (tmp_path / shard_name(0)).read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(shards.os, "replace", crash)
+    with pytest.raises(OSError, match="disk on fire"):
+        write_shard(tmp_path, 1, make_samples(3, start=3))
+    with pytest.raises(OSError, match="disk on fire"):
+        write_shard(tmp_path, 0, make_samples(3, start=3), overwrite=True)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [shard_name(0)]  # temp files removed
+    assert (tmp_path / shard_name(0)).read_bytes() == old
+    assert completed_shards(tmp_path) == {0}
+
+
+CRASH_SCRIPT = """
+import sys, time
+import pyarrow.parquet as pq
+from dag_core import shards
+from tests.test_shards import make_samples
+
+out = sys.argv[1]
+shards.write_shard(out, 0, make_samples(4))
+real = pq.write_table
+
+def slow(table, where, **kw):
+    real(table.slice(0, 2), where, **kw)   # a valid-looking prefix sits in the temp file
+    where.flush()
+    print("WRITING", flush=True)
+    time.sleep(60)
+
+shards.pq.write_table = slow
+shards.write_shard(out, 1, make_samples(4, start=4))
+"""
+
+
+def test_sigkill_mid_write_leaves_only_complete_shards(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CRASH_SCRIPT, str(tmp_path)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "WRITING"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len(names) == 2 and names[1] == shard_name(0)
+    assert names[0].startswith(f".{shard_name(1)}.tmp-")
+    assert pq.ParquetFile(tmp_path / names[0]).metadata.num_rows == 2  # readable, yet ignored
+    assert completed_shards(tmp_path) == {0}
+    assert [s.id for s in read_samples(tmp_path)] == [f"s{i:04d}" for i in range(4)]
+    assert len(pd.read_parquet(tmp_path)) == 4
+    manifest = write_manifest(tmp_path)
+    assert [s["file"] for s in manifest["shards"]] == [shard_name(0)]
+    # resume: write the missing shard, then everything is there exactly once
+    write_shard(tmp_path, 1, make_samples(4, start=4))
+    assert completed_shards(tmp_path) == {0, 1}
+    assert write_manifest(tmp_path)["total_rows"] == 8
+    assert [s.id for s in read_samples(tmp_path)] == [f"s{i:04d}" for i in range(8)]
+
+
+def test_corrupt_shard_named_in_error(tmp_path: Path) -> None:
+    write_dataset(tmp_path, make_samples(6), shard_size=2)
+    truncated = tmp_path / shard_name(1)
+    truncated.write_bytes(truncated.read_bytes()[:-50])
+    (tmp_path / shard_name(3)).write_bytes(b"not a parquet file at all")
+    assert completed_shards(tmp_path) == {0, 2}
+    with pytest.raises(DagError, match=f"corrupt shard .*{shard_name(1)}"):
+        list(read_samples(tmp_path))
+    with pytest.raises(DagError, match=f"corrupt shard .*{shard_name(1)}"):
+        read_table(tmp_path)
+    with pytest.raises(DagError, match=f"corrupt shard .*{shard_name(1)}"):
+        ShardDataset(tmp_path)
+    assert [s["file"] for s in write_manifest(tmp_path)["shards"]] == [shard_name(0), shard_name(2)]
+
+
+def test_missing_or_empty_directory(tmp_path: Path) -> None:
+    with pytest.raises(DagError, match="does not exist"):
+        list(read_samples(tmp_path / "nope"))
+    with pytest.raises(DagError, match="holds no part"):
+        read_table(tmp_path)
+    with pytest.raises(DagError, match="no complete shards"):
+        write_manifest(tmp_path)
+    with pytest.raises(DagError, match="missing manifest"):
+        verify_dataset(tmp_path)
+    assert completed_shards(tmp_path / "nope") == set()
+
+
+def test_mixed_depth_dtypes_refused_in_manifest(tmp_path: Path) -> None:
+    write_shard(tmp_path, 0, make_samples(2), depth_dtype="float16")
+    write_shard(tmp_path, 1, make_samples(2, start=2), depth_dtype="uint16mm")
+    with pytest.raises(DagError, match="mix depth dtypes"):
+        write_manifest(tmp_path)
+    # reading still decodes each row by its own dtype
+    back = list(read_samples(tmp_path))
+    src = make_samples(2) + make_samples(2, start=2)
+    for got, want, dtype in zip(back, src, ["float16"] * 2 + ["uint16mm"] * 2, strict=True):
+        assert np.array_equal(got.depth, expected_depth(want.depth, dtype))
+
+
+def test_pandas_and_read_table_open_directory(tmp_path: Path) -> None:
+    samples = make_samples(9)
+    write_dataset(tmp_path, samples, shard_size=4)
+    (tmp_path / f".{shard_name(3)}.tmp-123").write_bytes(b"partial junk")
+    assert (tmp_path / MANIFEST_NAME).is_file()
+    frame = pd.read_parquet(tmp_path)
+    assert sorted(frame["id"]) == [s.id for s in samples]
+    assert list(frame.columns) == shards.SCHEMA.names
+    table = read_table(tmp_path)
+    assert table.schema.equals(shards.SCHEMA)
+    assert table.column("id").to_pylist() == [s.id for s in samples]
+    row = table.slice(5, 1).to_pylist()[0]
+    depth = decode_depth(row["depth"], row["depth_dtype"], row["height"], row["width"])
+    assert np.array_equal(depth, expected_depth(samples[5].depth, "float16"))
+    assert json.loads(row["meta"]) == samples[5].meta
+
+
+def test_read_samples_column_subset(tmp_path: Path) -> None:
+    samples = make_samples(4)
+    write_dataset(tmp_path, samples, depth_dtype="float32")
+    back = list(read_samples(tmp_path, columns=["depth", "meta"]))
+    assert all(s.rgb is None and s.seed is None and s.source == "" for s in back)
+    assert [s.meta for s in back] == [s.meta for s in samples]
+    assert all(np.array_equal(a.depth, b.depth) for a, b in zip(back, samples, strict=True))
+    with pytest.raises(DagError, match="unknown sample columns"):
+        list(read_samples(tmp_path, columns=["nope"]))
+
+
+def test_shard_dataset_dataloader_two_workers(tmp_path: Path) -> None:
+    samples = make_samples(13, h=4, w=3)
+    write_dataset(tmp_path, samples, shard_size=3, depth_dtype="uint16mm")  # 5 shards
+    dataset = ShardDataset(tmp_path)
+    assert len(dataset) == 13
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2)
+    items = list(loader)
+    ids = [item["id"] for item in items]
+    assert sorted(ids) == [s.id for s in samples] and len(set(ids)) == len(ids)
+    by_id = {s.id: s for s in samples}
+    for item in items:
+        src = by_id[item["id"]]
+        assert item["image"].shape == (3, 4, 3) and item["image"].dtype == torch.float32
+        assert item["image"].min() >= -1 and item["image"].max() <= 1
+        rgb = ((item["image"] + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        assert np.array_equal(rgb, src.rgb)
+        assert item["depth"].shape == (1, 4, 3) and item["depth"].dtype == torch.float32
+        assert np.array_equal(item["depth"][0].numpy(), expected_depth(src.depth, "uint16mm"))
+        assert item["seed"] == (-1 if src.seed is None else src.seed)
+
+
+def test_shard_dataset_transform_and_batching(tmp_path: Path) -> None:
+    write_dataset(tmp_path, make_samples(5, h=4, w=4), shard_size=2)
+
+    def flip(item: dict) -> dict:
+        return {**item, "depth": item["depth"].flip(-1)}
+
+    plain = list(ShardDataset(tmp_path))
+    flipped = list(ShardDataset(tmp_path, transform=flip))
+    assert [p["id"] for p in plain] == [f"s{i:04d}" for i in range(5)]
+    for p, f in zip(plain, flipped, strict=True):
+        assert torch.equal(p["depth"].flip(-1), f["depth"])
+    batch = next(iter(torch.utils.data.DataLoader(ShardDataset(tmp_path), batch_size=5)))
+    assert batch["image"].shape == (5, 3, 4, 4) and batch["seed"].shape == (5,)
+
+
+def test_temp_files_use_non_shard_names(tmp_path: Path, monkeypatch) -> None:
+    seen: list[str] = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        seen.append(Path(src).name)
+        assert not shards._SHARD_RE.match(Path(src).name)
+        assert completed_shards(tmp_path) == set()  # not yet visible, though fsynced
+        real_replace(src, dst)
+
+    monkeypatch.setattr(shards.os, "replace", spy)
+    write_shard(tmp_path, 0, make_samples(2))
+    assert seen == [f".{shard_name(0)}.tmp-{os.getpid()}"]
