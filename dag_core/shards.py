@@ -538,3 +538,20 @@ class ShardDataset(torch.utils.data.IterableDataset):
                     "seed": -1 if sample.seed is None else sample.seed,
                 }
                 yield item if self.transform is None else self.transform(item)
+
+
+def load_tensors(
+    directory: str | Path, limit: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A small dataset (e.g. the ~100-pair labelled subset) in memory, in shard order.
+
+    Returns ``(images, depth)``: float32 (N, 3, H, W) in [-1, 1] and float32 (N, 1, H, W) metres.
+    ``limit`` keeps the first ``limit`` rows.
+    """
+    images, depths = [], []
+    for item in ShardDataset(directory):
+        if limit is not None and len(images) >= limit:
+            break
+        images.append(item["image"])
+        depths.append(item["depth"])
+    return torch.stack(images), torch.stack(depths)
