@@ -1,0 +1,305 @@
+"""Depth guidance (DAG paper, "Depth guided sampling"): DCG, DPG and the guided update.
+
+At every guided step one U-Net forward on x_t gives both ε_θ(x_t, t) and the intermediate features
+f_t; the depth heads turn the features into two estimates of the scene's depth, the strong head's
+d^S_t and the weak head's d^W_t (normalised, :mod:`dag_core.depthnorm`). Two losses read them:
+
+* depth consistency guidance (DCG):  L_dc = ‖sg(d^S_t) − d^W_t‖²  — disagreement between the
+  heads marks features the weak head cannot explain; sg(·) is stop-gradient;
+* depth prior guidance (DPG):  L_dp = ‖η − ε_φ(√ᾱ_τ d^S_t + √(1−ᾱ_τ) η, τ)‖²  — the depth-domain
+  diffusion prior ε_φ (:mod:`dag_core.prior`) scores how plausible d^S_t is as a depth map.
+
+The paper's update is
+
+    x_{t−1} ~ N(μ_θ(x_t) − w_dc ∇_{x_t} L_dc − w_dp ∇_{x_t} L_dp, Σ_θ).
+
+It is expressed here independently of the sampler: with shift = ∇_{x_t}(w_dc L_dc + w_dp L_dp),
+
+    x_prev = scheduler.step(ε_θ, t, x_t, generator=...).prev_sample − shift.
+
+For DDPM ``prev_sample`` is μ_θ(x_t) + σ_t z, so subtracting the shift afterwards is exactly the
+paper's update (the noise is added after the mean, and Gaussian noise commutes with a shift of the
+mean). For DDIM it shifts the deterministic update by the same amount.
+
+Normalisation of the losses: the paper writes squared L2 norms without stating a reduction. Both
+losses here are the per-sample MEAN over pixels, so a scale w means the same thing whatever the
+head or prior resolution (a sum over R² pixels would multiply every gradient by R²). The paper's
+w = 40 is the default for both scales; it was tuned on the paper's models, so treat it as a
+starting point for the mean-reduced losses rather than a calibrated constant.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers.utils.torch_utils import randn_tensor
+from torch import nn
+
+from dag_core.errors import DagError
+from dag_core.features import FeatureExtractor
+from dag_core.heads import DepthHeads
+from dag_core.prior import DepthPrior
+
+
+def dcg_loss(d_strong: torch.Tensor, d_weak: torch.Tensor) -> torch.Tensor:
+    """Depth consistency loss L_dc = ‖sg(d^S_t) − d^W_t‖², per sample, mean over pixels → (B,).
+
+    The strong estimate is detached (stop-gradient): only the weak head's path is pushed towards
+    the strong one, so the gradient w.r.t. x_t flows through d^W_t alone.
+    """
+    if d_strong.shape != d_weak.shape:
+        raise DagError(
+            f"strong and weak depth shapes differ: {tuple(d_strong.shape)} vs {tuple(d_weak.shape)}"
+        )
+    return (d_strong.detach() - d_weak).pow(2).flatten(1).mean(dim=1)
+
+
+def dpg_loss(
+    prior: DepthPrior, d_strong: torch.Tensor, tau: torch.Tensor, noise: torch.Tensor
+) -> torch.Tensor:
+    """Depth prior loss L_dp = ‖η − ε_φ(√ᾱ_τ d^S_t + √(1−ᾱ_τ) η, τ)‖², per sample, mean → (B,).
+
+    d^S_t (B,1,R,R) is resized (bilinear, antialiased) to the prior's resolution r and noised by
+    ``prior.scheduler.add_noise`` with ``noise`` η (B,1,r,r) at the per-sample level ``tau`` (B,).
+    The prior is frozen; the gradient flows through d^S_t.
+    """
+    r = prior.resolution
+    b = d_strong.shape[0]
+    if d_strong.ndim != 4 or d_strong.shape[1] != 1:
+        raise DagError(f"strong depth must be (B,1,R,R), got {tuple(d_strong.shape)}")
+    if tuple(noise.shape) != (b, 1, r, r):
+        raise DagError(f"prior noise must be {(b, 1, r, r)}, got {tuple(noise.shape)}")
+    if tuple(tau.shape) != (b,):
+        raise DagError(f"prior timesteps tau must be ({b},), got {tuple(tau.shape)}")
+    if d_strong.shape[-2:] != (r, r):
+        d_strong = F.interpolate(
+            d_strong, size=(r, r), mode="bilinear", align_corners=False, antialias=True
+        )
+    tau = tau.to(device=d_strong.device, dtype=torch.long)
+    noisy = prior.scheduler.add_noise(d_strong, noise.to(d_strong), tau)
+    pred = prior.unet(noisy, tau).sample
+    return (noise.to(pred) - pred).pow(2).flatten(1).mean(dim=1)
+
+
+def _check_scale(name: str, value: float) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+        raise DagError(f"guidance scale {name} must be a finite number >= 0, got {value}")
+
+
+@dataclass
+class GuidanceConfig:
+    """Scales and schedule of depth guidance.
+
+    ``tau`` is the prior's noise level for DPG: a fixed int, or ``"random"`` = drawn per step and
+    per sample uniformly in [tau_min, tau_max] (inclusive; a moderate range where ε_φ sees the
+    depth's structure but is not asked to denoise nearly clean maps). ``window`` = (lo, hi):
+    guidance is applied only when t/T ∈ [lo, hi] (t/T ≈ 1 is pure noise). ``grad_clip`` bounds the
+    per-sample L2 norm of the total shift; ``nan_guard`` zeroes non-finite shifts per sample.
+    """
+
+    w_dc: float = 40.0
+    w_dp: float = 40.0
+    tau: int | str = "random"
+    tau_min: int = 50
+    tau_max: int = 500
+    window: tuple[float, float] = (0.0, 1.0)
+    grad_clip: float | None = None
+    nan_guard: bool = True
+
+    def __post_init__(self) -> None:
+        _check_scale("w_dc", self.w_dc)
+        _check_scale("w_dp", self.w_dp)
+        if isinstance(self.tau, str):
+            if self.tau != "random":
+                raise DagError(f"guidance tau must be an int or 'random', got '{self.tau}'")
+        elif isinstance(self.tau, bool) or not isinstance(self.tau, int) or self.tau < 0:
+            raise DagError(f"guidance tau must be an int >= 0 or 'random', got {self.tau}")
+        if (
+            not (isinstance(self.tau_min, int) and isinstance(self.tau_max, int))
+            or not 0 <= self.tau_min <= self.tau_max
+        ):
+            raise DagError(
+                f"guidance tau range must satisfy 0 <= tau_min <= tau_max, "
+                f"got {self.tau_min}..{self.tau_max}"
+            )
+        window = tuple(self.window)
+        if (
+            len(window) != 2
+            or not all(isinstance(v, int | float) and math.isfinite(v) for v in window)
+            or not 0.0 <= window[0] <= window[1] <= 1.0
+        ):
+            raise DagError(f"guidance window must satisfy 0 <= lo <= hi <= 1, got {self.window}")
+        self.window = (float(window[0]), float(window[1]))
+        if self.grad_clip is not None and not (
+            isinstance(self.grad_clip, int | float)
+            and math.isfinite(self.grad_clip)
+            and self.grad_clip > 0
+        ):
+            raise DagError(f"guidance grad_clip must be None or > 0, got {self.grad_clip}")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any guidance scale is positive."""
+        return self.w_dc > 0 or self.w_dp > 0
+
+    def active(self, t: int | torch.Tensor, num_train_timesteps: int) -> bool:
+        """Whether guidance applies at timestep ``t`` (enabled and t/T inside the window)."""
+        if not self.enabled:
+            return False
+        lo, hi = self.window
+        return lo <= int(t) / num_train_timesteps <= hi
+
+    def check_tau(self, num_train_timesteps: int) -> None:
+        """DagError unless every τ this config can draw is a valid prior timestep."""
+        top = self.tau if isinstance(self.tau, int) else self.tau_max
+        if top >= num_train_timesteps:
+            raise DagError(
+                f"guidance tau {top} out of range for a prior with {num_train_timesteps} timesteps"
+            )
+
+
+@dataclass
+class GuidedStep:
+    """One guided denoiser evaluation: detached ε, the shift to subtract (None when inactive),
+    per-sample losses (each (B,)) and the strong head's normalised depth d^S_t (detached)."""
+
+    eps: torch.Tensor
+    shift: torch.Tensor | None
+    losses: dict[str, torch.Tensor]
+    depth_strong: torch.Tensor
+
+
+def _timesteps(t: int | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
+    t = torch.as_tensor(t, device=device)
+    if t.ndim == 0:
+        t = t.expand(batch)
+    if tuple(t.shape) != (batch,):
+        raise DagError(f"timestep must be a scalar or ({batch},), got shape {tuple(t.shape)}")
+    if not bool((t == t[0]).all()):
+        raise DagError(f"guided sampling needs one timestep per step, got {t.tolist()}")
+    return t.long()
+
+
+class DepthGuidance:
+    """The paper's depth-guided denoiser: ε_θ plus the DCG/DPG shift for one sampling step.
+
+    The heads are put in eval mode (they are frozen predictors here). The window is read against
+    the base model's T, taken from ``heads.num_train_timesteps``.
+    """
+
+    def __init__(
+        self,
+        unet: nn.Module,
+        heads: DepthHeads,
+        prior: DepthPrior | None,
+        config: GuidanceConfig,
+    ) -> None:
+        if config.w_dp > 0 and prior is None:
+            raise DagError(f"depth prior guidance w_dp={config.w_dp} needs a depth prior")
+        heads.check_compatible(unet)
+        if prior is not None:
+            if prior.norm != heads.norm:
+                raise DagError(
+                    f"depth prior normalisation {prior.norm} differs from the heads' {heads.norm}"
+                )
+            config.check_tau(prior.num_train_timesteps)
+        self.unet = unet
+        self.heads = heads.eval()  # frozen predictors: BatchNorm must not mix the samples
+        self.prior = prior
+        self.config = config
+        #: T of the base model (the heads record the schedule they were trained under)
+        self.num_train_timesteps = int(heads.num_train_timesteps)
+
+    def _draw_tau(
+        self, batch: int, generator: list[torch.Generator] | None, device: torch.device
+    ) -> torch.Tensor:
+        cfg = self.config
+        if isinstance(cfg.tau, int):
+            return torch.full((batch,), cfg.tau, dtype=torch.long, device=device)
+        if generator is None:
+            return torch.randint(cfg.tau_min, cfg.tau_max + 1, (batch,), device=device)
+        draws = [
+            torch.randint(cfg.tau_min, cfg.tau_max + 1, (1,), generator=g, device=g.device)
+            for g in generator
+        ]
+        return torch.cat(draws).to(device)
+
+    def __call__(
+        self,
+        x_t: torch.Tensor,
+        t: int | torch.Tensor,
+        generator: list[torch.Generator] | None = None,
+    ) -> GuidedStep:
+        """Evaluate ε_θ(x_t, t) and, when active, shift = ∇_{x_t} Σ_b (w_dc L_dc + w_dp L_dp).
+
+        ``generator`` (one per sample) draws τ and η for DPG, so results do not depend on batching.
+        """
+        batch = x_t.shape[0]
+        if generator is not None and len(generator) != batch:
+            raise DagError(f"need one generator per sample ({batch}), got {len(generator)}")
+        t_batch = _timesteps(t, batch, x_t.device)
+        with FeatureExtractor(self.unet, self.heads.blocks) as extractor:
+            if not self.config.active(t_batch[0], self.num_train_timesteps):
+                with torch.no_grad():
+                    eps, features = extractor(x_t, t_batch)
+                    d_strong, _ = self.heads(features, t_batch)
+                return GuidedStep(eps=eps, shift=None, losses={}, depth_strong=d_strong)
+            with torch.enable_grad():
+                x = x_t.detach().requires_grad_(True)
+                eps, features = extractor(x, t_batch)
+                d_strong, d_weak = self.heads(features, t_batch)
+                losses, total = self._losses(d_strong, d_weak, generator)
+                (grad,) = torch.autograd.grad(total.sum(), x)
+        return GuidedStep(
+            eps=eps.detach(),
+            shift=self._postprocess(grad, total, losses),
+            losses=losses,
+            depth_strong=d_strong.detach(),
+        )
+
+    def _losses(
+        self,
+        d_strong: torch.Tensor,
+        d_weak: torch.Tensor,
+        generator: list[torch.Generator] | None,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        cfg = self.config
+        batch = d_strong.shape[0]
+        total = d_strong.new_zeros(batch)
+        losses: dict[str, torch.Tensor] = {}
+        if cfg.w_dc > 0:
+            l_dc = dcg_loss(d_strong, d_weak)
+            total = total + cfg.w_dc * l_dc
+            losses["dc"] = l_dc.detach()
+        if cfg.w_dp > 0:
+            assert self.prior is not None  # enforced in __init__
+            r = self.prior.resolution
+            tau = self._draw_tau(batch, generator, d_strong.device)
+            noise = randn_tensor(
+                (batch, 1, r, r), generator=generator, device=d_strong.device, dtype=d_strong.dtype
+            )
+            l_dp = dpg_loss(self.prior, d_strong, tau, noise)
+            total = total + cfg.w_dp * l_dp
+            losses["dp"] = l_dp.detach()
+            losses["tau"] = tau.detach().to(d_strong.dtype)
+        return losses, total
+
+    def _postprocess(
+        self, grad: torch.Tensor, total: torch.Tensor, losses: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """Per-sample grad norm logging, NaN guard and L2 clipping of the shift (in place)."""
+        flat = grad.flatten(1)
+        finite = torch.isfinite(flat).all(dim=1) & torch.isfinite(total.detach())
+        guard = ~finite if self.config.nan_guard else torch.zeros_like(finite)
+        flat[guard] = 0.0
+        norm = flat.norm(dim=1)
+        losses["total"] = total.detach()
+        losses["grad_norm"] = norm.detach()
+        losses["nan_guarded"] = guard.to(grad.dtype)
+        if self.config.grad_clip is not None:
+            scale = (self.config.grad_clip / norm.clamp_min(1e-12)).clamp(max=1.0)
+            flat.mul_(scale[:, None])
+        return grad

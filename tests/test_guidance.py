@@ -1,0 +1,306 @@
+"""Depth guidance: the DCG/DPG losses on hand-computed cases, the config, and the guided step."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from torch import nn
+
+from dag_core import guidance as guidance_module
+from dag_core.depthnorm import DepthNorm
+from dag_core.errors import DagError
+from dag_core.features import decoder_layers
+from dag_core.guidance import DepthGuidance, GuidanceConfig, dcg_loss, dpg_loss
+from dag_core.heads import DepthHeads, HeadConfig
+from dag_core.prior import DepthPrior, PriorConfig, prior_unet
+from dag_core.unet_configs import tiny_unet
+
+
+class _IdentityPriorNet(nn.Module):
+    """A stand-in ε_φ whose prediction is its noisy input, so L_dp can be computed by hand."""
+
+    def __init__(self, resolution: int) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(sample_size=resolution)
+        self.seen_t: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> SimpleNamespace:
+        self.seen_t = t
+        return SimpleNamespace(sample=x)
+
+
+def _identity_prior(resolution: int) -> DepthPrior:
+    return DepthPrior(_IdentityPriorNet(resolution), DDPMScheduler(), DepthNorm())
+
+
+# --- L_dc ----------------------------------------------------------------------------------------
+
+
+def test_dcg_loss_hand_computed() -> None:
+    d_s = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]], [[[0.0, 0.0], [0.0, 0.0]]]])
+    d_w = torch.tensor([[[[0.0, 2.0], [5.0, 4.0]]], [[[1.0, 1.0], [1.0, 3.0]]]])
+    # sample 0: (1² + 0 + 2² + 0) / 4; sample 1: (1 + 1 + 1 + 9) / 4
+    assert torch.allclose(dcg_loss(d_s, d_w), torch.tensor([1.25, 3.0]))
+
+
+def test_dcg_loss_stops_gradient_into_strong_head() -> None:
+    d_s = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]], requires_grad=True)
+    d_w = torch.tensor([[[[0.0, 2.0], [5.0, 4.0]]]], requires_grad=True)
+    dcg_loss(d_s, d_w).sum().backward()
+    assert d_s.grad is None  # sg(d^S): no gradient at all reaches the strong estimate
+    assert torch.allclose(d_w.grad, 2 * (d_w - d_s).detach() / 4)
+
+
+def test_dcg_loss_shape_mismatch() -> None:
+    with pytest.raises(DagError, match="differ"):
+        dcg_loss(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 4, 4))
+
+
+# --- L_dp ----------------------------------------------------------------------------------------
+
+
+def test_dpg_loss_hand_computed() -> None:
+    prior = _identity_prior(2)
+    d = torch.tensor([[[[0.5, -0.5], [1.0, 0.0]]], [[[0.2, 0.2], [-1.0, 0.3]]]])
+    eta = torch.tensor([[[[1.0, -1.0], [0.5, 2.0]]], [[[0.0, 1.0], [-2.0, 0.1]]]])
+    tau = torch.tensor([10, 700])
+    loss = dpg_loss(prior, d, tau, eta)
+    acp = DDPMScheduler().alphas_cumprod
+    for i in range(2):
+        a = acp[tau[i]].item()
+        noisy = math.sqrt(a) * d[i] + math.sqrt(1 - a) * eta[i]
+        assert loss[i].item() == pytest.approx(((eta[i] - noisy) ** 2).mean().item(), rel=1e-5)
+    assert torch.equal(prior.unet.seen_t, tau)
+
+
+def test_dpg_loss_zero_prior_is_noise_energy() -> None:
+    config = PriorConfig(resolution=8, channels=(8, 16))
+    unet = prior_unet(config).requires_grad_(False)
+    nn.init.zeros_(unet.conv_out.weight)
+    nn.init.zeros_(unet.conv_out.bias)
+    prior = DepthPrior(unet, DDPMScheduler(), DepthNorm())
+    eta = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    loss = dpg_loss(prior, torch.zeros(2, 1, 8, 8), torch.tensor([3, 400]), eta)
+    assert torch.allclose(loss, eta.pow(2).flatten(1).mean(1))
+
+
+def test_dpg_loss_resizes_with_antialias_and_passes_gradient() -> None:
+    prior = _identity_prior(2)
+    d = torch.linspace(-1, 1, 16).reshape(1, 1, 4, 4).requires_grad_(True)
+    eta = torch.randn(1, 1, 2, 2, generator=torch.Generator().manual_seed(1))
+    tau = torch.tensor([250])
+    loss = dpg_loss(prior, d, tau, eta)
+    small = F.interpolate(d.detach(), size=(2, 2), mode="bilinear", antialias=True)
+    plain = F.interpolate(d.detach(), size=(2, 2), mode="bilinear", antialias=False)
+    assert not torch.allclose(small, plain)  # the case distinguishes antialiasing
+    expected = dpg_loss(prior, small, tau, eta)
+    assert torch.allclose(loss.detach(), expected)
+    loss.sum().backward()
+    assert d.grad is not None and d.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("d", "tau", "noise", "match"),
+    [
+        (torch.zeros(1, 2, 2, 2), torch.tensor([1]), torch.zeros(1, 1, 2, 2), "strong depth"),
+        (torch.zeros(1, 1, 2, 2), torch.tensor([1]), torch.zeros(1, 1, 4, 4), "noise"),
+        (torch.zeros(1, 1, 2, 2), torch.tensor([1, 2]), torch.zeros(1, 1, 2, 2), "tau"),
+    ],
+)
+def test_dpg_loss_bad_shapes(d, tau, noise, match: str) -> None:
+    with pytest.raises(DagError, match=match):
+        dpg_loss(_identity_prior(2), d, tau, noise)
+
+
+# --- GuidanceConfig ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"w_dc": -1.0},
+        {"w_dp": float("nan")},
+        {"w_dc": float("inf")},
+        {"tau": -3},
+        {"tau": "sometimes"},
+        {"tau_min": 600, "tau_max": 500},
+        {"tau_min": -1},
+        {"window": (0.6, 0.4)},
+        {"window": (-0.1, 0.5)},
+        {"window": (0.0, 1.5)},
+        {"window": (0.0, float("nan"))},
+        {"grad_clip": 0.0},
+        {"grad_clip": float("inf")},
+    ],
+)
+def test_bad_config(kwargs: dict) -> None:
+    with pytest.raises(DagError):
+        GuidanceConfig(**kwargs)
+
+
+def test_active_window_and_enabled() -> None:
+    late = GuidanceConfig(window=(0.0, 0.5))
+    assert late.enabled
+    assert late.active(400, 1000) and late.active(torch.tensor(500), 1000)
+    assert not late.active(600, 1000)
+    off = GuidanceConfig(w_dc=0.0, w_dp=0.0)
+    assert not off.enabled and not off.active(10, 1000)
+    assert GuidanceConfig(w_dc=0.0, w_dp=1.0).enabled
+
+
+def test_tau_range_checked_against_prior() -> None:
+    GuidanceConfig(tau=999).check_tau(1000)
+    with pytest.raises(DagError, match="1000"):
+        GuidanceConfig(tau=1000).check_tau(1000)
+    with pytest.raises(DagError, match="500"):
+        GuidanceConfig(tau_max=500).check_tau(100)
+
+
+# --- DepthGuidance on the real FeatureExtractor + DepthHeads -------------------------------------
+
+T = 1000
+
+
+def _heads(unet: nn.Module, norm: DepthNorm | None = None, seed: int = 0) -> DepthHeads:
+    config = HeadConfig(hidden=(16,), time_dim=8)
+    layers = decoder_layers(unet)
+    channels = {k: layers[k].channels for k in (*config.strong_blocks, *config.weak_blocks)}
+    torch.manual_seed(seed)
+    return DepthHeads(config, norm or DepthNorm(), channels, resolution=8)
+
+
+def _prior(num_train_timesteps: int = T, norm: DepthNorm | None = None) -> DepthPrior:
+    unet = prior_unet(PriorConfig(resolution=16, channels=(8, 16))).eval().requires_grad_(False)
+    scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps)
+    return DepthPrior(unet, scheduler, norm or DepthNorm())
+
+
+@pytest.fixture(scope="module")
+def unet() -> nn.Module:
+    return tiny_unet().eval()
+
+
+@pytest.fixture(scope="module")
+def heads(unet: nn.Module) -> DepthHeads:
+    return _heads(unet)
+
+
+@pytest.fixture(scope="module")
+def prior() -> DepthPrior:
+    return _prior()
+
+
+def _x(batch: int = 2, seed: int = 0) -> torch.Tensor:
+    return torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def _gens(seeds: list[int]) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+def test_gradient_reaches_x_t(unet, heads, prior) -> None:
+    guidance = DepthGuidance(unet, heads, prior, GuidanceConfig())
+    x = _x()
+    step = guidance(x, torch.tensor(500), _gens([1, 2]))
+    assert step.shift is not None and step.shift.shape == x.shape
+    assert torch.isfinite(step.shift).all()
+    assert (step.shift.flatten(1).norm(dim=1) > 0).all()
+    assert not step.eps.requires_grad and step.eps.grad_fn is None
+    assert not step.depth_strong.requires_grad and step.depth_strong.shape == (2, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(step.eps, unet(x, torch.tensor([500, 500])).sample, atol=1e-6)
+    assert set(step.losses) == {"dc", "dp", "tau", "total", "grad_norm", "nan_guarded"}
+    assert all(v.shape == (2,) for v in step.losses.values())
+    assert torch.allclose(step.losses["total"], 40 * step.losses["dc"] + 40 * step.losses["dp"])
+    assert ((step.losses["tau"] >= 50) & (step.losses["tau"] <= 500)).all()
+    assert torch.equal(step.losses["nan_guarded"], torch.zeros(2))
+    assert not x.requires_grad  # the caller's tensor is untouched
+
+
+def test_shift_is_linear_in_the_scale(unet, heads) -> None:
+    x, t = _x(), torch.tensor(300)
+    one = DepthGuidance(unet, heads, None, GuidanceConfig(w_dc=10.0, w_dp=0.0))(x, t)
+    two = DepthGuidance(unet, heads, None, GuidanceConfig(w_dc=20.0, w_dp=0.0))(x, t)
+    assert set(one.losses) == {"dc", "total", "grad_norm", "nan_guarded"}
+    assert torch.allclose(two.shift, 2 * one.shift, rtol=1e-4, atol=1e-9)
+
+
+def test_shift_is_per_sample(unet, heads, prior) -> None:
+    guidance = DepthGuidance(unet, heads, prior, GuidanceConfig(tau="random"))
+    x, t = _x(3), torch.tensor(700)
+    both = guidance(x, t, _gens([4, 5, 6]))
+    alone = guidance(x[1:2], t, _gens([5]))
+    assert torch.allclose(both.shift[1:2], alone.shift, rtol=1e-4, atol=1e-6)
+    assert torch.equal(both.losses["tau"][1:2], alone.losses["tau"])
+
+
+def test_fixed_tau(unet, heads, prior) -> None:
+    step = DepthGuidance(unet, heads, prior, GuidanceConfig(tau=123))(_x(), 10)
+    assert torch.equal(step.losses["tau"], torch.tensor([123.0, 123.0]))
+
+
+def test_window_and_disabled(unet, heads, prior) -> None:
+    x = _x()
+    late = DepthGuidance(unet, heads, prior, GuidanceConfig(window=(0.0, 0.5)))
+    outside = late(x, torch.tensor(700), _gens([1, 2]))
+    assert outside.shift is None and outside.losses == {}
+    assert outside.eps.grad_fn is None
+    with torch.no_grad():
+        assert torch.equal(outside.eps, unet(x, torch.tensor([700, 700])).sample)
+    assert late(x, torch.tensor(300), _gens([1, 2])).shift is not None
+    off = DepthGuidance(unet, heads, None, GuidanceConfig(w_dc=0.0, w_dp=0.0))
+    step = off(x, torch.tensor(300))
+    assert step.shift is None and step.depth_strong.shape == (2, 1, 8, 8)
+
+
+@pytest.mark.parametrize("nan_guard", [True, False])
+def test_nan_guard(unet, heads, monkeypatch: pytest.MonkeyPatch, nan_guard: bool) -> None:
+    real = guidance_module.dcg_loss
+
+    def poisoned(d_s: torch.Tensor, d_w: torch.Tensor) -> torch.Tensor:
+        return real(d_s, d_w) * torch.tensor([float("nan"), 1.0])
+
+    monkeypatch.setattr(guidance_module, "dcg_loss", poisoned)
+    config = GuidanceConfig(w_dc=1.0, w_dp=0.0, nan_guard=nan_guard)
+    step = DepthGuidance(unet, heads, None, config)(_x(), 200)
+    if nan_guard:
+        assert torch.equal(step.shift[0], torch.zeros_like(step.shift[0]))
+        assert torch.equal(step.losses["nan_guarded"], torch.tensor([1.0, 0.0]))
+    else:
+        assert torch.isnan(step.shift[0]).all()
+        assert torch.equal(step.losses["nan_guarded"], torch.zeros(2))
+    assert torch.isfinite(step.shift[1]).all() and step.shift[1].abs().sum() > 0
+
+
+def test_grad_clip(unet, heads) -> None:
+    x = _x()
+    free = DepthGuidance(unet, heads, None, GuidanceConfig(w_dp=0.0))(x, 200)
+    norms = free.shift.flatten(1).norm(dim=1)
+    clip = float(norms.min()) / 2
+    clipped = DepthGuidance(unet, heads, None, GuidanceConfig(w_dp=0.0, grad_clip=clip))(x, 200)
+    assert torch.allclose(clipped.shift.flatten(1).norm(dim=1), torch.full((2,), clip), rtol=1e-4)
+    cos = F.cosine_similarity(clipped.shift.flatten(1), free.shift.flatten(1), dim=1)
+    assert torch.allclose(cos, torch.ones(2), atol=1e-5)
+    assert torch.allclose(clipped.losses["grad_norm"], norms)  # logged before clipping
+
+
+def test_guidance_construction_errors(unet, heads) -> None:
+    with pytest.raises(DagError, match="w_dp"):
+        DepthGuidance(unet, heads, None, GuidanceConfig())
+    other = tiny_unet(channels=(8, 8, 16, 16, 32, 32))
+    with pytest.raises(DagError, match="channels"):
+        DepthGuidance(other, heads, None, GuidanceConfig(w_dp=0.0))
+    with pytest.raises(DagError, match="normalisation"):
+        DepthGuidance(unet, heads, _prior(norm=DepthNorm(kind="linear")), GuidanceConfig())
+    with pytest.raises(DagError, match="tau 500"):
+        DepthGuidance(unet, heads, _prior(num_train_timesteps=100), GuidanceConfig())
+    guidance = DepthGuidance(unet, heads, None, GuidanceConfig(w_dp=0.0))
+    with pytest.raises(DagError, match="generator"):
+        guidance(_x(), 10, _gens([1]))
+    with pytest.raises(DagError, match="one timestep"):
+        guidance(_x(), torch.tensor([10, 20]))
