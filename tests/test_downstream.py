@@ -1,0 +1,224 @@
+"""Downstream depth network: shapes, training on shard datasets, persistence, NYU evaluation."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dag_core.depthnorm import DepthNorm
+from dag_core.downstream import (
+    DepthNet,
+    DownstreamConfig,
+    evaluate,
+    inference_size,
+    load_depth_net,
+    markdown_table,
+    predict_depth,
+    resize_pair,
+    save_depth_net,
+    train_depth_net,
+)
+from dag_core.errors import DagError
+from dag_core.nyu import read_densedepth
+from dag_core.shards import Sample, write_dataset
+
+NYU_TEST50 = Path(
+    os.environ.get("DAG_NYU_TEST50")
+    or Path(__file__).resolve().parents[2] / "shared/data/nyu2_test50"
+)
+NORM = DepthNorm(min_depth=0.25, max_depth=10.0)
+CONFIG = DownstreamConfig(channels=(8, 16), steps=80, batch_size=8, lr=1e-2, seed=3)
+
+
+def synthetic_samples(n: int, seed: int, h: int = 32, w: int = 32) -> list[Sample]:
+    """Images whose depth is a pixel-wise function of colour: a vertical ramp plus brightness.
+
+    Red is a vertical ramp with a per-sample slope and offset, green a smooth random brightness
+    field, blue noise; depth = 0.5 + 4 · red + 3 · green (metres, colours in [0, 1]). A few
+    pixels have no depth (0).
+    """
+    rng = np.random.default_rng(seed)
+    samples = []
+    rows = np.linspace(0.0, 1.0, h)[:, None] * np.ones((1, w))
+    for i in range(n):
+        red = np.clip(rows * rng.uniform(0.4, 1.0) + rng.uniform(0.0, 0.4), 0, 1)
+        coarse = rng.uniform(0, 1, (4, 4))
+        green = np.kron(coarse, np.ones((h // 4 + 1, w // 4 + 1)))[:h, :w]
+        blue = rng.uniform(0, 1, (h, w))
+        rgb = np.rint(np.stack([red, green, blue], -1) * 255).astype(np.uint8)
+        depth = (0.5 + 4.0 * rgb[..., 0] / 255.0 + 3.0 * rgb[..., 1] / 255.0).astype(np.float32)
+        depth[rng.uniform(size=(h, w)) < 0.05] = 0.0
+        samples.append(Sample(id=f"s{seed}-{i:03d}", rgb=rgb, depth=depth, seed=i))
+    return samples
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("synth")
+    write_dataset(path, synthetic_samples(16, seed=0), shard_size=6)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(dataset_dir) -> tuple[DepthNet, list[dict]]:
+    return train_depth_net([dataset_dir], CONFIG, NORM, log=lambda _msg: None)
+
+
+@pytest.mark.parametrize("size", [(32, 32), (24, 40), (17, 23), (3, 5), (48, 64)])
+def test_depthnet_shapes(size) -> None:
+    net = DepthNet((4, 8, 8))
+    assert net.stride == 4
+    out = net(torch.zeros(2, 3, *size))
+    assert out.shape == (2, 1, *size)
+    assert torch.isfinite(out).all()
+    with pytest.raises(DagError, match="expects images"):
+        net(torch.zeros(2, 1, *size))
+
+
+def test_config_validation() -> None:
+    with pytest.raises(DagError, match="stride"):
+        DownstreamConfig(resolution=30, channels=(8, 16, 32))
+    with pytest.raises(DagError, match="loss"):
+        DownstreamConfig(loss="l2")
+    with pytest.raises(DagError, match="steps"):
+        DownstreamConfig(steps=0)
+    assert DownstreamConfig.from_dict(CONFIG.to_dict()) == CONFIG
+
+
+def test_training_lowers_loss_and_beats_constant(trained, dataset_dir) -> None:
+    model, rows = trained
+    assert [r["step"] for r in rows] == list(range(1, CONFIG.steps + 1))
+    losses = [r["loss"] for r in rows]
+    assert all(math.isfinite(v) for v in losses)
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
+    assert not model.training
+
+    train = synthetic_samples(16, seed=0)
+    held_out = synthetic_samples(6, seed=1)
+    mean_depth = float(np.mean([s.depth[s.depth > 0].mean() for s in train]))
+    abs_rel_const = np.mean(
+        [
+            np.mean(np.abs(mean_depth - s.depth[s.depth > 0]) / s.depth[s.depth > 0])
+            for s in held_out
+        ]
+    )
+    result = evaluate(model, held_out, NORM, CONFIG.resolution)
+    assert result["count"] == 6
+    assert result["abs_rel"] < 0.75 * abs_rel_const
+    # tuples work as well as objects with .rgb/.depth
+    as_tuples = evaluate(model, [(s.rgb, s.depth) for s in held_out], NORM, CONFIG.resolution)
+    assert as_tuples["abs_rel"] == pytest.approx(result["abs_rel"])
+
+
+def test_training_is_deterministic_in_seed(trained, dataset_dir) -> None:
+    model, rows = trained
+    again, rows_again = train_depth_net([dataset_dir], CONFIG, NORM, log=lambda _msg: None)
+    assert [r["loss"] for r in rows_again] == [r["loss"] for r in rows]
+    for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    other = DownstreamConfig(**{**CONFIG.to_dict(), "seed": 4, "steps": 3})
+    _, rows_other = train_depth_net([dataset_dir], other, NORM, log=lambda _msg: None)
+    assert [r["loss"] for r in rows_other] != [r["loss"] for r in rows[:3]]
+
+
+def test_training_reads_several_non_square_datasets(tmp_path, dataset_dir) -> None:
+    wide = tmp_path / "wide"
+    write_dataset(wide, synthetic_samples(4, seed=2, h=24, w=40))
+    config = DownstreamConfig(channels=(8, 16), steps=4, batch_size=20, loss="silog", seed=1)
+    messages: list[str] = []
+    _model, rows = train_depth_net([dataset_dir, wide], config, NORM, log=messages.append)
+    assert len(rows) == 4 and all(math.isfinite(r["loss"]) for r in rows)
+    assert "20 training samples from 2 dir(s)" in messages[0]
+
+
+def test_resize_pair_keeps_holes_out_of_the_labels() -> None:
+    depth = torch.full((1, 1, 8, 8), 2.0)
+    depth[..., :4, :4] = 0.0
+    depth[..., 6, 6] = float("nan")
+    image, small = resize_pair(torch.zeros(1, 3, 8, 8), depth, (4, 4))
+    assert image.shape == (1, 3, 4, 4) and small.shape == (1, 1, 4, 4)
+    assert torch.all(small[..., :2, :2] == 0)
+    valid = small > 0
+    assert valid.sum() == 12
+    torch.testing.assert_close(small[valid], torch.full((12,), 2.0))
+
+
+def test_missing_or_empty_dataset_raises(tmp_path) -> None:
+    with pytest.raises(DagError, match="does not exist"):
+        train_depth_net([tmp_path / "nope"], CONFIG, NORM, log=lambda _msg: None)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DagError, match="no part-"):
+        train_depth_net([tmp_path / "empty"], CONFIG, NORM, log=lambda _msg: None)
+    with pytest.raises(DagError, match="non-empty"):
+        train_depth_net([], CONFIG, NORM, log=lambda _msg: None)
+
+
+def test_save_load_round_trip(trained, tmp_path) -> None:
+    model, _ = trained
+    save_depth_net(model, CONFIG, NORM, tmp_path / "net")
+    assert (tmp_path / "net" / "depth_net.safetensors").is_file()
+    loaded, config, norm = load_depth_net(tmp_path / "net")
+    assert config == CONFIG and norm == NORM and not loaded.training
+    rgb = synthetic_samples(2, seed=5)[0].rgb
+    np.testing.assert_array_equal(
+        predict_depth(loaded, rgb, norm, config.resolution),
+        predict_depth(model, rgb, NORM, CONFIG.resolution),
+    )
+    (tmp_path / "net" / "depth_net.safetensors").write_bytes(b"junk")
+    with pytest.raises(DagError, match="corrupt depth-net weights"):
+        load_depth_net(tmp_path / "net")
+    with pytest.raises(DagError, match="missing depth-net file"):
+        load_depth_net(tmp_path / "elsewhere")
+
+
+def test_predict_depth_returns_input_size(trained) -> None:
+    model, _ = trained
+    assert inference_size(480, 640, 32, 2) == (32, 42)
+    assert inference_size(480, 640, 32, 4) == (32, 44)
+    rgb = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    depth = predict_depth(model, rgb, NORM, 32)
+    assert depth.shape == (480, 640) and depth.dtype == np.float32
+    assert np.all((depth >= NORM.min_depth - 1e-4) & (depth <= NORM.max_depth + 1e-3))
+    batch = predict_depth(model, np.stack([rgb, rgb[::-1]]), NORM, 32)
+    assert batch.shape == (2, 480, 640)
+    np.testing.assert_allclose(batch[0], depth, rtol=1e-4)
+    assert predict_depth(model, rgb[:7, :9], NORM, 32).shape == (7, 9)
+    with pytest.raises(DagError, match="uint8"):
+        predict_depth(model, rgb.astype(np.float32), NORM, 32)
+
+
+def test_evaluate_on_real_nyu_pairs(trained) -> None:
+    model, _ = trained
+    pairs = read_densedepth(NYU_TEST50)[:3]
+    assert pairs[0].depth.shape == (480, 640)
+    result = evaluate(model, pairs, NORM, CONFIG.resolution, eigen_crop=True)
+    assert result["count"] == 3
+    for key in ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "delta1", "delta2", "delta3"):
+        assert math.isfinite(result[key]), key
+    assert 0.0 <= result["delta1"] <= result["delta2"] <= result["delta3"] <= 1.0
+    scaled = evaluate(model, pairs, NORM, CONFIG.resolution, eigen_crop=True, median_scaling=True)
+    assert scaled["abs_rel"] != result["abs_rel"]
+    with pytest.raises(DagError, match="480x640"):
+        evaluate(model, synthetic_samples(1, seed=0), NORM, CONFIG.resolution, eigen_crop=True)
+
+
+def test_markdown_table() -> None:
+    results = {
+        "labelled": {"abs_rel": 0.31234, "rmse": 1.2, "delta1": 0.5, "count": 654},
+        "dag": {"abs_rel": 0.25, "rmse": 1.0, "delta1": 0.61, "count": 654},
+    }
+    table = markdown_table(results)
+    lines = table.strip().splitlines()
+    assert len(lines) == 4
+    assert lines[0] == "| training set | AbsRel ↓ | RMSE ↓ | δ<1.25 ↑ |"
+    assert lines[2] == "| labelled | 0.312 | 1.200 | 0.500 |"
+    assert lines[3].startswith("| dag | 0.250 |")
+    with pytest.raises(DagError, match="lack metric 'rmse_log'"):
+        markdown_table(results, metrics=("rmse_log",))
+    with pytest.raises(DagError, match="unknown metric"):
+        markdown_table(results, metrics=("accuracy",))
