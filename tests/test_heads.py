@@ -1,0 +1,196 @@
+"""Depth heads MLP-S / MLP-W (dag_core.heads): shapes, gradients, checkpoints, training."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+
+from dag_core.depthnorm import DepthNorm
+from dag_core.errors import DagError
+from dag_core.features import FeatureExtractor
+from dag_core.heads import (
+    DepthHead,
+    DepthHeads,
+    HeadConfig,
+    predict_depth,
+    random_batches,
+    train_heads,
+)
+from dag_core.unet_configs import CHURCH_256_SCHEDULER, tiny_unet
+
+# high-resolution layers carry per-pixel signal even with the random weights of the test U-Net
+TEST_CONFIG = HeadConfig(
+    strong_blocks=(9, 12, 15),
+    weak_blocks=(17,),
+    hidden=(32, 16),
+    time_dim=16,
+    steps=40,
+    batch_size=4,
+    pixels_per_image=256,
+    lr=3e-3,
+    t_max=100,
+)
+
+
+@pytest.fixture(scope="module")
+def unet():
+    return tiny_unet(32, seed=0).eval()
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    return DDPMScheduler(**CHURCH_256_SCHEDULER)
+
+
+def synthetic(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Smooth grey images whose brightness determines depth (0.5 m … 4.5 m)."""
+    low = torch.rand(n, 1, 4, 4, generator=torch.Generator().manual_seed(seed))
+    brightness = F.interpolate(low, 32, mode="bilinear", align_corners=False)
+    return (brightness * 2 - 1).expand(-1, 3, -1, -1).clone(), 0.5 + 4 * brightness
+
+
+@pytest.fixture(scope="module")
+def trained(unet, scheduler):
+    images, depths = synthetic(32, seed=0)
+    return train_heads(
+        unet,
+        scheduler,
+        random_batches(images, depths, 4),
+        TEST_CONFIG,
+        DepthNorm(),
+        log=lambda _: None,
+    )
+
+
+def test_depth_head_shapes_and_time_conditioning() -> None:
+    torch.manual_seed(0)
+    head = DepthHead(12, hidden=(8, 4), time_dim=8).eval()
+    g = torch.randn(2, 12, 5, 7)
+    assert head(g, 3).shape == (2, 1, 5, 7)
+    assert head(g[:, :, :, :1], torch.tensor([3, 3])).shape == (2, 1, 5, 1)
+    assert torch.equal(head(g, 3), head(g, torch.tensor([3, 3])))
+    assert not torch.allclose(head(g, 3), head(g, 800))
+
+
+def test_heads_forward_and_gradient_to_x_t(unet) -> None:
+    heads = DepthHeads(HeadConfig(), DepthNorm(), {2: 64, 4: 64, 5: 64, 6: 32, 7: 32}, 32).eval()
+    assert heads.blocks == (2, 4, 5, 6, 7)
+    x_t = torch.randn(2, 3, 32, 32, requires_grad=True)
+    eps, d_strong, d_weak = predict_depth(unet, heads, x_t, torch.tensor([10, 20]))
+    assert eps.shape == x_t.shape
+    assert d_strong.shape == d_weak.shape == (2, 1, 32, 32)
+    (d_strong - d_weak).square().mean().backward()  # a depth-consistency-like loss
+    assert x_t.grad is not None and torch.isfinite(x_t.grad).all() and x_t.grad.abs().sum() > 0
+    with pytest.raises(DagError, match="expected 5 feature maps"):
+        heads([torch.zeros(1, 64, 2, 2)], 0)
+
+
+def test_training_learns(unet, scheduler, trained) -> None:
+    heads, rows = trained
+    assert len(rows) == TEST_CONFIG.steps and set(rows[0]) == {"step", "loss_s", "loss_w"}
+    first = sum(r["loss_s"] for r in rows[:5]) / 5
+    last = sum(r["loss_s"] for r in rows[-5:]) / 5
+    assert last < 0.6 * first
+    assert not heads.training and heads.resolution == 32
+
+    # held-out: the strong head beats predicting the mean training depth everywhere
+    norm = heads.norm
+    images, depths = synthetic(8, seed=1)
+    t = torch.full((8,), 10)
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        _, d_strong, _ = predict_depth(unet, heads, scheduler.add_noise(images, noise, t), t)
+    target = norm.normalize(depths)
+    baseline = (norm.normalize(synthetic(32, seed=0)[1]).mean() - target).abs().mean()
+    assert (d_strong - target).abs().mean() < 0.8 * baseline
+
+
+def test_training_is_deterministic_in_seed(unet, scheduler) -> None:
+    images, depths = synthetic(8, seed=0)
+    config = HeadConfig(strong_blocks=(12,), weak_blocks=(15,), hidden=(8,), steps=3, batch_size=2)
+
+    def run(seed: int) -> tuple[DepthHeads, list[dict]]:
+        batches = random_batches(images, depths, 2, seed=seed)
+        return train_heads(
+            unet, scheduler, batches, replace(config, seed=seed), DepthNorm(), log=lambda _: None
+        )
+
+    (heads, rows), (again, rows_again), (_, other_rows) = run(0), run(0), run(1)
+    assert rows_again == rows and other_rows != rows
+    for a, b in zip(heads.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_training_from_an_iterable_with_holes(unet, scheduler) -> None:
+    images, depths = synthetic(4, seed=2)
+    depths[:, :, :16] = 0.0  # NYU-style holes
+    depths[1] = float("nan")  # an image without any label
+    batches = [(images[:2], depths[:2]), (images[2:], depths[2:])]
+    config = HeadConfig(strong_blocks=(15,), weak_blocks=(17,), hidden=(8,), steps=5, batch_size=2)
+    messages: list[str] = []
+    heads, rows = train_heads(unet, scheduler, batches, config, DepthNorm(), log=messages.append)
+    assert len(rows) == 5 and messages
+    assert all(torch.isfinite(torch.tensor([r["loss_s"], r["loss_w"]])).all() for r in rows)
+    assert all(torch.isfinite(p).all() for p in heads.state_dict().values())
+    with pytest.raises(DagError, match="no training batches"):
+        train_heads(unet, scheduler, [], config, DepthNorm())
+
+
+def test_save_load_round_trip(tmp_path, unet, trained) -> None:
+    heads, _ = trained
+    heads.base_hash = "abc123"
+    directory = heads.save(tmp_path / "heads")
+    meta = json.loads((directory / "heads.json").read_text())
+    assert meta["layer_channels"] == {"9": 32, "12": 16, "15": 16, "17": 16}
+    assert meta["base_hash"] == "abc123" and meta["num_train_timesteps"] == 1000
+    loaded = DepthHeads.load(directory)
+    assert loaded.config == heads.config and loaded.norm == heads.norm
+    x_t = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad(), FeatureExtractor(unet, heads.blocks) as extractor:
+        _, features = extractor(x_t, 42)
+        for a, b in zip(heads(features, 42), loaded(features, 42), strict=True):
+            assert torch.equal(a, b)
+
+
+def test_load_errors(tmp_path, trained) -> None:
+    heads, _ = trained
+    with pytest.raises(DagError, match="missing depth-head file"):
+        DepthHeads.load(tmp_path / "nothing")
+    directory = heads.save(tmp_path / "h")
+    (directory / "heads.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(DagError, match="corrupt depth-head weights"):
+        DepthHeads.load(directory)
+    heads.save(directory)
+    (directory / "heads.json").write_text("{ truncated")
+    with pytest.raises(DagError, match="corrupt depth-head metadata"):
+        DepthHeads.load(directory)
+
+
+def test_check_compatible(trained) -> None:
+    heads, _ = trained
+    heads.base_hash = "abc123"
+    heads.check_compatible(tiny_unet(32), base_hash="abc123")
+    with pytest.raises(DagError, match="decoder layer 9 has 64 channels"):
+        heads.check_compatible(tiny_unet(32, channels=(16, 16, 64, 32, 64, 64)))
+    with pytest.raises(DagError, match="base model hash def differs"):
+        heads.check_compatible(tiny_unet(32), base_hash="def")
+    far = DepthHeads(
+        HeadConfig(strong_blocks=(20,), weak_blocks=(6,)), DepthNorm(), {20: 8, 6: 32}, 32
+    )
+    with pytest.raises(DagError, match=r"head block 20 out of range 0\.\.17"):
+        far.check_compatible(tiny_unet(32))
+
+
+def test_config_validation(unet, scheduler) -> None:
+    with pytest.raises(DagError, match="pixels_per_image"):
+        HeadConfig(pixels_per_image=0)
+    with pytest.raises(DagError, match="weak_blocks"):
+        HeadConfig(weak_blocks=())
+    assert HeadConfig.from_dict(HeadConfig().to_dict()) == HeadConfig()
+    with pytest.raises(DagError, match="out of range"):
+        train_heads(unet, scheduler, [], HeadConfig(strong_blocks=(30,)), DepthNorm())
