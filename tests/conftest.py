@@ -1,0 +1,33 @@
+"""Shared pytest configuration: single-threaded OpenBLAS and the 50 real NYU-Depth v2 pairs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Loaded before any test module imports numpy. On a small shared CPU, OpenBLAS's spin-waiting
+# worker threads make large LAPACK calls several times slower (torch-fidelity's FID takes the
+# eigenvalues of a 2048×2048 matrix: ~30 s with 2 threads on a busy 2-core box, ~5 s with 1).
+# An explicit OPENBLAS_NUM_THREADS in the environment wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+NYU_TEST50_ENV = "DAG_NYU_TEST50"
+NYU_TEST50_DEFAULT = Path(__file__).resolve().parents[2] / "shared/data/nyu2_test50"
+
+
+@pytest.fixture(scope="session")
+def nyu_test50_dir() -> Path:
+    """Folder with ``nyu2_test.csv`` and 50 real RGB / 16-bit depth PNG pairs (read-only).
+
+    ``$DAG_NYU_TEST50`` overrides the default ``<repo>/../shared/data/nyu2_test50``. A missing
+    folder fails the test: the NYU readers are only trusted on real data.
+    """
+    path = Path(os.environ.get(NYU_TEST50_ENV) or NYU_TEST50_DEFAULT)
+    if not (path / "nyu2_test.csv").is_file():
+        pytest.fail(
+            f"NYU test fixture not found: {path}/nyu2_test.csv; set ${NYU_TEST50_ENV} to a folder "
+            "holding nyu2_test.csv and its 50 colors/depth PNG pairs"
+        )
+    return path
