@@ -10,6 +10,9 @@ export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
+# torch's OpenMP threads spin while idle; on a small shared CPU (2 cores, a Prefect server and
+# Dask workers beside the job) spinning makes every op 10-50x slower. PASSIVE makes them sleep.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup repro test lint bench clean-runs
 

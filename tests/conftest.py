@@ -12,6 +12,8 @@ import pytest
 # eigenvalues of a 2048×2048 matrix: ~30 s with 2 threads on a busy 2-core box, ~5 s with 1).
 # An explicit OPENBLAS_NUM_THREADS in the environment wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# Idle OpenMP threads sleep instead of spinning (the tests run servers and workers beside torch).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 NYU_TEST50_ENV = "DAG_NYU_TEST50"
 NYU_TEST50_DEFAULT = Path(__file__).resolve().parents[2] / "shared/data/nyu2_test50"
