@@ -1,0 +1,48 @@
+"""Thin Prefect tasks: paths and small values in, paths out.
+
+No tensors cross Prefect, nothing is persisted by Prefect (DVC owns caching): every task is made
+with :func:`stage_task`, which turns result persistence and Prefect's input-hash cache off.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
+
+import flows  # noqa: F401  (points Prefect at the project's .prefect/ before prefect is imported)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def stage_task(fn: F) -> F:
+    """Decorate a pipeline task: no result persistence, no input-hash caching, prints logged."""
+    return task(fn, persist_result=False, cache_policy=NO_CACHE, log_prints=True)  # type: ignore[return-value]
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The Prefect run logger inside a run; a plain logger when a task body is called directly."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("dag")
+
+
+C = TypeVar("C")
+
+
+def config_from_params(cls: type[C], params: dict[str, Any], what: str) -> C:
+    """Build a config dataclass from a params.yaml mapping (lists → tuples; typos are errors)."""
+    from dataclasses import fields
+
+    from dag_core.errors import DagError
+
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise DagError(f"unknown {what} setting(s): {', '.join(unknown)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})

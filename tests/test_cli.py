@@ -1,0 +1,66 @@
+"""The shared stage command line: params groups, overrides, and one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from prefect import flow
+
+from dag_core.errors import DagError
+from flows._cli import flow_kwargs, load_params, run_stage
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@flow(name="cli-probe")
+def _probe(n: int = 1, name: str = "x") -> tuple[int, str]:
+    return n, name
+
+
+def test_load_params_reads_one_group(tmp_path: Path) -> None:
+    p = tmp_path / "params.yaml"
+    p.write_text("a:\n  n: 3\nb:\n  n: 4\n")
+    assert load_params(p, "b") == {"n": 4}
+    assert load_params(p, "missing") == {}
+
+
+def test_flow_kwargs_rejects_unknown_names() -> None:
+    with pytest.raises(DagError, match=r"unknown parameter.*nn"):
+        flow_kwargs(_probe, {"nn": 2})
+    assert flow_kwargs(_probe, {"n": 2}) == {"n": 2}
+
+
+def test_bad_params_file_and_override_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        run_stage(_probe, "probe", ["--params", str(tmp_path / "nope.yaml")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: params file not found") and err.count("\n") == 1
+    p = tmp_path / "params.yaml"
+    p.write_text("probe:\n  n: 3\n")
+    with pytest.raises(SystemExit):
+        run_stage(_probe, "probe", ["--params", str(p), "oops"])
+    assert "override 'oops' is not of the form key=value" in capsys.readouterr().err
+
+
+def test_stage_module_reports_bad_value_in_one_line(tmp_path: Path) -> None:
+    """A real stage process: wrong source kind ends with exit 2 and one line naming it."""
+    params = tmp_path / "params.yaml"
+    out = tmp_path / "out"
+    params.write_text(f"label_subset:\n  source: lsun\n  resolution: 32\n  out_dir: {out}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.label_subset", "--params", str(params)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "lsun" in errors[0]
+    assert not out.exists()
