@@ -1,0 +1,31 @@
+"""Stage ``base_model``: the frozen pixel-space diffusion model every later stage uses (paper §3).
+
+With ``pretrained`` set (a local diffusers folder or a hub id such as ``google/ddpm-bedroom-256``)
+the stage checks that it loads and pins it in ``out_dir``; otherwise it trains the embedded tiny
+DDPM on the procedural world so the pipeline runs offline on a CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows._cli import run_stage
+from tasks.base_model import pin_pretrained_base_model, train_embedded_base_model
+
+
+@flow(name="base-model", persist_result=False)
+def base_model(
+    pretrained: str | None = None,
+    out_dir: str = "models/base",
+    train: dict[str, Any] | None = None,
+) -> str:
+    """Pin ``pretrained`` or train the embedded model with the ``train`` settings."""
+    if pretrained:
+        return pin_pretrained_base_model(out_dir, pretrained)
+    return train_embedded_base_model(out_dir, dict(train or {}))
+
+
+if __name__ == "__main__":
+    run_stage(base_model, "base_model")

@@ -1,0 +1,159 @@
+"""Stage ``synthesize`` / deployment ``synthesize-dataset``: DAG sampling into Parquet shards.
+
+Paper §4 ("Depth guided sampling"): every variant (``unguided``: w_dc = w_dp = 0; ``dag``:
+DCG + DPG; optional DCG-only / DPG-only) is sampled with the same per-sample seeds and written as
+a shard dataset ``out_dir/<variant>/part-*.parquet``. Shards fan out as Prefect tasks on the task
+runner chosen in params (``local``: one process; ``dask``: prefect-dask on a local cluster, a
+``dask_cuda.LocalCUDACluster``, or an existing scheduler address). A rerun after a crash renders
+only the missing shards. ``python -m flows.synthesize`` reads params.yaml; the same flow is the
+Prefect deployment ``synthesize-dataset/<name>`` (prefect.yaml, or ``--serve NAME``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from dag_core.errors import DagError
+from dag_core.synthesis import SynthesisSpec
+from flows._cli import run_stage
+from tasks.synthesis_report import write_synthesis_report
+from tasks.synthesize import (
+    _models,
+    finish_variant,
+    prepare_variant,
+    render_shard_task,
+    variant_uses_prior,
+)
+
+DEFAULT_VARIANTS: dict[str, dict[str, Any]] = {"unguided": {"w_dc": 0.0, "w_dp": 0.0}, "dag": {}}
+
+
+def make_task_runner(config: dict[str, Any] | None) -> TaskRunner:
+    """``{"kind": "local"}`` (default) or ``{"kind": "dask", "n_workers": 2, "address": None,
+    "cluster_class": "distributed.LocalCluster"}`` (``dask_cuda.LocalCUDACluster`` on GPUs)."""
+    cfg = dict(config or {})
+    kind = cfg.pop("kind", "local")
+    if kind == "local":
+        return ThreadPoolTaskRunner(max_workers=1)
+    if kind != "dask":
+        raise DagError(f"unknown task_runner kind '{kind}'; expected local or dask")
+    if not os.environ.get("PREFECT_API_URL"):
+        raise DagError(
+            "the dask task runner needs a Prefect server: start `prefect server start` and set "
+            "PREFECT_API_URL (ephemeral mode would start one server per Dask worker)"
+        )
+    from prefect_dask import DaskTaskRunner
+
+    if cfg.get("address"):
+        return DaskTaskRunner(address=cfg["address"])
+    return DaskTaskRunner(
+        cluster_class=cfg.get("cluster_class", "distributed.LocalCluster"),
+        cluster_kwargs={
+            "n_workers": int(cfg.get("n_workers", 2)),
+            "threads_per_worker": 1,
+            "processes": True,
+            **cfg.get("cluster_kwargs", {}),
+        },
+    )
+
+
+@flow(name="render-shards", persist_result=False)
+def render_shards(jobs: list[dict[str, Any]]) -> list[str]:
+    """Fan the shard jobs out on this flow's task runner and wait for all of them."""
+    futures = [render_shard_task.submit(**job) for job in jobs]
+    return [f.result() for f in futures]
+
+
+@flow(name="synthesize-dataset", persist_result=False)
+def synthesize(
+    base_model: str = "models/base",
+    heads: str = "models/heads",
+    prior: str | None = "models/prior",
+    out_dir: str = "data/synthetic",
+    num_samples: int = 256,
+    batch_size: int = 16,
+    shard_size: int = 64,
+    seed: int = 0,
+    sampler: str = "ddim",
+    steps: int = 50,
+    eta: float = 0.0,
+    depth_dtype: str = "float16",
+    guidance: dict[str, Any] | None = None,
+    variants: dict[str, dict[str, Any]] | None = None,
+    task_runner: dict[str, Any] | None = None,
+    metrics_file: str | None = "metrics/synthesis.json",
+    report_dir: str | None = "reports/synthesis",
+) -> str:
+    """Sample every variant into ``out_dir/<variant>`` shards; returns ``out_dir``.
+
+    ``guidance`` holds the shared guidance settings (w_dc, w_dp, tau, window, grad_clip);
+    ``variants`` maps a name to overrides of them (default: unguided and dag).
+    """
+    if batch_size < 1:
+        raise DagError(f"batch_size must be >= 1, got {batch_size}")
+    variants = variants or DEFAULT_VARIANTS
+    settings = {name: {**(guidance or {}), **(over or {})} for name, over in variants.items()}
+    spec = SynthesisSpec(
+        num_samples=num_samples,
+        shard_size=shard_size,
+        seed=seed,
+        sampler=sampler,
+        steps=steps,
+        eta=eta,
+        depth_dtype=depth_dtype,
+        variants=settings,
+    )
+    # Everything is validated (scales, models, heads/prior fit) before any output is touched.
+    needs_prior = any(variant_uses_prior(spec, v) for v in settings)
+    models = _models(base_model, heads, prior if needs_prior else None)
+    runner = make_task_runner(task_runner)
+    spec = SynthesisSpec(**{**spec.__dict__, "hashes": models.hashes})
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    spec_path = root / "_run_spec.json"
+    spec_path.write_text(json.dumps(spec.__dict__, indent=2, sort_keys=True) + "\n")
+    for variant in settings:
+        target = str(root / variant)
+        todo = prepare_variant(str(spec_path), variant, target)
+        jobs = [
+            dict(
+                spec_path=str(spec_path),
+                variant=variant,
+                shard=k,
+                out_dir=target,
+                base_model=base_model,
+                heads=heads,
+                prior=prior,
+                batch_size=batch_size,
+            )
+            for k in todo
+        ]
+        if jobs:
+            render_shards.with_options(task_runner=runner)(jobs)
+        finish_variant(target, spec.num_shards)
+    if metrics_file or report_dir:
+        write_synthesis_report(
+            out_dir, list(settings), base_model, heads, prior, metrics_file, report_dir
+        )
+    return out_dir
+
+
+def serve(name: str) -> None:
+    """Serve the flow as deployment ``synthesize-dataset/<name>`` (defaults from params.yaml)."""
+    from flows._cli import load_params
+
+    synthesize.serve(name=name, parameters=load_params("params.yaml", "synthesize"))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 2 and sys.argv[1] == "--serve":
+        serve(sys.argv[2] if len(sys.argv) > 2 else "local")
+    else:
+        run_stage(synthesize, "synthesize")

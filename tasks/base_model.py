@@ -1,0 +1,59 @@
+"""Tasks for stage ``base_model``: train the embedded tiny DDPM, or pin a pretrained one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from dag_core.backbone import (
+    POINTER_FILE,
+    TrainConfig,
+    load_base_model,
+    model_hash,
+    train_base_model,
+)
+from dag_core.world import render
+
+from dag_core.atomic import replace_dir
+from tasks import config_from_params, run_logger, stage_task
+
+
+def world_batches(resolution: int, batch_size: int, seed: int):
+    """Batch ``step`` = world scenes seeded (seed, step, j), as float images in [-1, 1]."""
+
+    def batches(step: int) -> torch.Tensor:
+        first = (seed * 1_000_003 + step * batch_size) % (2**31 - batch_size)
+        rgb, _ = render(list(range(first, first + batch_size)), resolution)
+        return rgb.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+    return batches
+
+
+@stage_task
+def train_embedded_base_model(out_dir: str, config: dict[str, Any]) -> str:
+    """Train the tiny DDPM on the procedural world; write a diffusers folder (safetensors)."""
+    logger = run_logger()
+    cfg = config_from_params(TrainConfig, config, "base_model training")
+    with replace_dir(out_dir) as tmp:
+        batches = world_batches(cfg.resolution, cfg.batch_size, cfg.seed)
+        train_base_model(batches, tmp, cfg, log=logger.info)
+    logger.info("base model written to %s (hash %s)", out_dir, model_hash(out_dir))
+    return out_dir
+
+
+@stage_task
+def pin_pretrained_base_model(out_dir: str, pretrained: str) -> str:
+    """Check that ``pretrained`` (local folder or hub id) loads, and record it in ``out_dir``."""
+    model = load_base_model(pretrained)
+    record = {
+        "pretrained": pretrained,
+        "hash": model_hash(model.unet),
+        "resolution": model.resolution,
+        "in_channels": model.in_channels,
+    }
+    with replace_dir(out_dir) as tmp:
+        (Path(tmp) / POINTER_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    run_logger().info("base model pinned: %s", record)
+    return out_dir

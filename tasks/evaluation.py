@@ -1,0 +1,164 @@
+"""Tasks for the evaluation stages: reference sets, dFID / FID, downstream depth training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from dag_core.downstream import (
+    DownstreamConfig,
+    evaluate,
+    load_depth_net,
+    markdown_table,
+    predict_depth,
+    save_depth_net,
+    train_depth_net,
+)
+from dag_core.metrics.fid import dfid, fid, resolve_extractor
+from dag_core.world import iter_scenes
+
+from dag_core.atomic import replace_dir
+from dag_core.depthnorm import DepthNorm
+from dag_core.errors import DagError
+from dag_core.nyu import open_nyu
+from dag_core.shards import Sample, read_samples, write_dataset
+from tasks import config_from_params, run_logger, stage_task
+
+REFERENCE_SEED_BASE = 100_000_000  # disjoint from label-subset and prior scenes
+
+
+def downstream_config(config: dict[str, Any]) -> DownstreamConfig:
+    return config_from_params(DownstreamConfig, config, "depth-network")
+
+
+@stage_task
+def write_world_reference(out_dir: str, resolution: int, n_train: int, n_test: int) -> str:
+    """World pairs the labelled subset never sees: ``train`` for the reference depth estimator,
+    ``test`` as the real image set for FID and the held-out procedural test split."""
+    with replace_dir(out_dir) as tmp:
+        for name, start, count in (
+            ("train", REFERENCE_SEED_BASE, n_train),
+            ("test", REFERENCE_SEED_BASE + n_train, n_test),
+        ):
+            samples = (
+                Sample(id=f"world-{s:09d}", rgb=rgb, depth=d, seed=s, source="world")
+                for s, rgb, d in iter_scenes(start, count, resolution)
+            )
+            write_dataset(tmp / name, samples, shard_size=1000, depth_dtype="float16")
+    run_logger().info("world reference sets: %d train, %d test", n_train, n_test)
+    return out_dir
+
+
+@stage_task
+def fit_depth_net(
+    train_dirs: list[str], out_dir: str, config: dict[str, Any], norm: dict[str, Any]
+) -> str:
+    """Train a monocular depth U-Net on shard datasets and save it (safetensors + json)."""
+    logger = run_logger()
+    cfg = downstream_config(config)
+    depth_norm = DepthNorm.from_dict(norm)
+    model, _ = train_depth_net(train_dirs, cfg, depth_norm, log=logger.info)
+    with replace_dir(out_dir) as tmp:
+        save_depth_net(model, cfg, depth_norm, tmp)
+    return out_dir
+
+
+def _images_and_ids(directory: str | Path, limit: int | None) -> tuple[np.ndarray, list[str]]:
+    rgb, ids = [], []
+    for s in read_samples(directory, columns=["rgb"]):
+        rgb.append(s.rgb)
+        ids.append(s.id)
+        if limit is not None and len(rgb) == limit:
+            break
+    if not rgb:
+        raise DagError(f"no images in {directory}")
+    return np.stack(rgb), ids
+
+
+def _estimate(model_dir: str, rgb: np.ndarray) -> np.ndarray:
+    model, cfg, norm = load_depth_net(model_dir)
+    return np.concatenate(
+        [
+            predict_depth(model, rgb[i : i + 64], norm, cfg.resolution)
+            for i in range(0, len(rgb), 64)
+        ]
+    )
+
+
+@stage_task
+def compute_dfid(
+    synthetic: str,
+    variants: list[str],
+    real: str,
+    estimator: str,
+    extractor: str,
+    batch_size: int,
+    max_samples: int | None,
+    metrics_file: str,
+) -> str:
+    """dFID (paper §5: FID between depth maps estimated from generated and from real images by
+    the same reference estimator) and image FID, per synthetic variant."""
+    logger = run_logger()
+    name = resolve_extractor(extractor)
+    _, _, norm = load_depth_net(estimator)
+    real_rgb, _ = _images_and_ids(real, max_samples)
+    real_depth = _estimate(estimator, real_rgb)
+    results: dict[str, Any] = {"extractor": name, "n_real": len(real_rgb), "variants": {}}
+    for variant in variants:
+        rgb, _ = _images_and_ids(Path(synthetic) / variant, max_samples)
+        depth = _estimate(estimator, rgb)
+        kw = {"batch_size": batch_size, "extractor": name}
+        row = {
+            "dfid": dfid(
+                depth, real_depth, min_depth=norm.min_depth, max_depth=norm.max_depth, **kw
+            ),
+            "fid": fid(rgb, real_rgb, **kw),
+            "n": len(rgb),
+        }
+        results["variants"][variant] = row
+        logger.info("%s: %s", variant, row)
+    Path(metrics_file).parent.mkdir(parents=True, exist_ok=True)
+    Path(metrics_file).write_text(json.dumps(results, indent=2) + "\n")
+    return metrics_file
+
+
+def _world_test_pairs(directory: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(s.rgb, s.depth) for s in read_samples(directory, columns=["rgb", "depth"])]
+
+
+@stage_task
+def evaluate_depth_nets(
+    models: dict[str, str],
+    world_test: str,
+    nyu_path: str | None,
+    nyu_median_scaling: bool,
+    metrics_file: str,
+    table_file: str,
+) -> str:
+    """Evaluate each trained depth net on the procedural test split and, if given, NYU-Depth v2."""
+    logger = run_logger()
+    world_pairs = _world_test_pairs(world_test)
+    nyu_pairs = open_nyu(nyu_path) if nyu_path else None
+    results: dict[str, Any] = {"world": {}, "nyu": {}}
+    for name, model_dir in models.items():
+        model, cfg, norm = load_depth_net(model_dir)
+        results["world"][name] = evaluate(model, world_pairs, norm, cfg.resolution)
+        if nyu_pairs is not None:
+            results["nyu"][name] = evaluate(
+                model,
+                nyu_pairs,
+                norm,
+                cfg.resolution,
+                eigen_crop=True,
+                median_scaling=nyu_median_scaling,
+            )
+        logger.info("%s: world %s", name, results["world"][name])
+    if nyu_pairs is None:
+        del results["nyu"]
+    Path(metrics_file).parent.mkdir(parents=True, exist_ok=True)
+    Path(metrics_file).write_text(json.dumps(results, indent=2) + "\n")
+    tables = [f"### {split}\n\n{markdown_table(rows)}" for split, rows in results.items()]
+    Path(table_file).write_text("\n\n".join(tables) + "\n")
+    return metrics_file

@@ -1,0 +1,160 @@
+"""Tasks for stages ``train_heads`` and ``probe_heads`` (paper: label-efficient depth heads)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from dag_core.backbone import load_base_model, model_hash
+from dag_core.heads import DepthHeads, HeadConfig, train_heads
+from dag_core.probe import (
+    accuracy_vs_t,
+    mean_depth_baseline,
+    plot_probes,
+    probe_layers,
+    probe_num_images,
+)
+
+from dag_core.atomic import replace_dir
+from dag_core.depthnorm import DepthNorm
+from dag_core.errors import DagError
+from dag_core.shards import load_tensors
+from tasks import config_from_params, run_logger, stage_task
+
+
+def head_config(config: dict[str, Any]) -> HeadConfig:
+    return config_from_params(HeadConfig, config, "head")
+
+
+def batches_from(images: torch.Tensor, depth: torch.Tensor, batch_size: int, seed: int):
+    """Step → a random batch of labelled pairs (deterministic in seed and step)."""
+
+    def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        idx = torch.randint(0, images.shape[0], (min(batch_size, images.shape[0]),), generator=g)
+        return images[idx], depth[idx]
+
+    return batch
+
+
+def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@stage_task
+def fit_heads(
+    base_model: str, labelled: str, out_dir: str, config: dict[str, Any], norm: dict[str, Any]
+) -> str:
+    """Train MLP-S and MLP-W on the labelled pairs; write heads.safetensors + heads.json."""
+    logger = run_logger()
+    cfg = head_config(config)
+    depth_norm = DepthNorm.from_dict(norm)
+    base = load_base_model(base_model)
+    images, depth = load_tensors(Path(labelled) / "train")
+    if images.shape[-1] != base.resolution:
+        raise DagError(
+            f"labelled images in {labelled} are {images.shape[-1]}px but the base model "
+            f"expects {base.resolution}px"
+        )
+    heads, log_rows = train_heads(
+        base.unet,
+        base.scheduler,
+        batches_from(images, depth, cfg.batch_size, cfg.seed),
+        cfg,
+        depth_norm,
+        base_hash=model_hash(base.unet),
+        log=logger.info,
+    )
+    with replace_dir(out_dir) as tmp:
+        heads.save(tmp)
+        write_csv(tmp / "train_log.csv", log_rows)
+    return out_dir
+
+
+@stage_task
+def evaluate_heads(
+    base_model: str,
+    labelled: str,
+    heads_dir: str,
+    t_values: list[int],
+    metrics_file: str,
+    plots_file: str,
+) -> str:
+    """Held-out AbsRel / δ<1.25 of MLP-S and MLP-W vs t, and the mean-depth baseline."""
+    base = load_base_model(base_model)
+    heads = DepthHeads.load(heads_dir)
+    heads.check_compatible(base.unet, base_hash=model_hash(base.unet))
+    train_images, train_depth = load_tensors(Path(labelled) / "train")
+    held_images, held_depth = load_tensors(Path(labelled) / "heldout")
+    rows = accuracy_vs_t(base.unet, base.scheduler, heads, (held_images, held_depth), t_values)
+    baseline = mean_depth_baseline(train_depth, (held_images, held_depth))
+    write_csv(plots_file, rows)
+    t0 = min(t_values)
+    best = {r["branch"]: r for r in rows if r["t"] == t0}
+    metrics = {
+        "t": t0,
+        "strong": {k: best["strong"][k] for k in ("abs_rel", "delta1")},
+        "weak": {k: best["weak"][k] for k in ("abs_rel", "delta1")},
+        "mean_depth_baseline": {k: baseline[k] for k in ("abs_rel", "delta1")},
+        "n_train": int(train_images.shape[0]),
+        "n_heldout": int(held_images.shape[0]),
+    }
+    Path(metrics_file).parent.mkdir(parents=True, exist_ok=True)
+    Path(metrics_file).write_text(json.dumps(metrics, indent=2) + "\n")
+    run_logger().info("heads at t=%d: %s", t0, metrics)
+    return metrics_file
+
+
+@stage_task
+def run_probes(
+    base_model: str,
+    labelled: str,
+    t: int,
+    layers: list[int] | None,
+    ns: list[int],
+    config: dict[str, Any],
+    norm: dict[str, Any],
+    heads_dir: str,
+    t_values: list[int],
+    out_dir: str,
+) -> str:
+    """Paper Fig. 4: accuracy per decoder layer, per number of labelled images, and vs t."""
+    logger = run_logger()
+    base = load_base_model(base_model)
+    cfg = head_config(config)
+    depth_norm = DepthNorm.from_dict(norm)
+    train = load_tensors(Path(labelled) / "train")
+    held = load_tensors(Path(labelled) / "heldout")
+    heads = DepthHeads.load(heads_dir)
+    layer_rows = probe_layers(
+        base.unet, base.scheduler, train, held, depth_norm, layers=layers, t=t, config=cfg
+    )
+    ns = [n for n in ns if n <= train[0].shape[0]]
+    n_rows = probe_num_images(
+        base.unet,
+        base.scheduler,
+        train,
+        held,
+        depth_norm,
+        ns=ns,
+        t=t,
+        config=cfg,
+        blocks=heads.config.strong_blocks,
+    )
+    t_rows = accuracy_vs_t(base.unet, base.scheduler, heads, held, t_values)
+    out = Path(out_dir)
+    write_csv(out / "layers.csv", layer_rows)
+    write_csv(out / "num_images.csv", n_rows)
+    write_csv(out / "vs_t.csv", t_rows)
+    plot_probes(layer_rows, n_rows, t_rows, out / "probes.png")
+    best = min(layer_rows, key=lambda r: r["abs_rel"])
+    logger.info("best single decoder layer: %s", best)
+    return out_dir

@@ -1,0 +1,102 @@
+"""Tasks for stage ``synthesize``: one Prefect task per shard (paths in, paths out)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from dag_core.shards import completed_shards, write_manifest
+from dag_core.synthesis import (
+    SPEC_NAME,
+    SynthesisModels,
+    SynthesisSpec,
+    guidance_config,
+    load_models,
+    render_shard,
+    spec_digest,
+    spec_matches,
+)
+from tasks import run_logger, stage_task
+
+
+@lru_cache(maxsize=2)
+def _models(base_model: str, heads: str, prior: str | None) -> SynthesisModels:
+    """Models are loaded once per worker process and reused by every shard it renders."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return load_models(base_model, heads, prior, device=device)
+
+
+def read_spec(spec_path: str) -> SynthesisSpec:
+    return SynthesisSpec(**json.loads(Path(spec_path).read_text()))
+
+
+@stage_task
+def prepare_variant(spec_path: str, variant: str, out_dir: str) -> list[int]:
+    """Make ``out_dir`` ready for ``variant``; return the shard indices still to render.
+
+    Finished shards of the SAME spec are kept (resume after a crash); shards of a different spec
+    (other params or models) are cleared, since they can never be part of this dataset.
+    """
+    logger = run_logger()
+    spec = read_spec(spec_path)
+    record = spec.variant_spec(variant)
+    target = Path(out_dir)
+    if target.exists() and not spec_matches(target, record):
+        logger.info("%s holds another spec; starting %s afresh", target, variant)
+        shutil.rmtree(target)
+    target.mkdir(parents=True, exist_ok=True)
+    (target / SPEC_NAME).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    done = completed_shards(target)
+    todo = [k for k in range(spec.num_shards) if k not in done]
+    logger.info(
+        "variant %s (spec %s): %d/%d shards done, %d to render",
+        variant,
+        spec_digest(record),
+        len(done & set(range(spec.num_shards))),
+        spec.num_shards,
+        len(todo),
+    )
+    return todo
+
+
+@stage_task
+def render_shard_task(
+    spec_path: str,
+    variant: str,
+    shard: int,
+    out_dir: str,
+    base_model: str,
+    heads: str,
+    prior: str | None,
+    batch_size: int,
+) -> str:
+    """Render and atomically write one shard; returns its path."""
+    spec = read_spec(spec_path)
+    models = _models(base_model, heads, prior if variant_uses_prior(spec, variant) else None)
+    n = len(spec.shard_indices(shard))
+    with tqdm(total=n, desc=f"{variant} shard {shard:05d}", leave=False) as bar:
+        path = render_shard(
+            models, spec, variant, shard, out_dir, batch_size=batch_size, progress=bar.update
+        )
+    run_logger().info("wrote %s (%d samples)", path, n)
+    return str(path)
+
+
+def variant_uses_prior(spec: SynthesisSpec, variant: str) -> bool:
+    return guidance_config(variant, spec.variants[variant]).w_dp > 0
+
+
+@stage_task
+def finish_variant(out_dir: str, num_shards: int) -> str:
+    """Drop shards beyond the spec (none in a clean run) and write the manifest."""
+    for path in Path(out_dir).glob("part-*.parquet"):
+        if int(path.stem.split("-")[1]) >= num_shards:
+            path.unlink()
+    manifest = write_manifest(out_dir)
+    run_logger().info("%s complete: %d rows", out_dir, manifest["total_rows"])
+    return out_dir

@@ -1,0 +1,81 @@
+"""The real ``dvc repro`` of every stage on the smoke profile, against a real Prefect server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dag_core.shards import ShardDataset, verify_dataset
+from tests.prefect_server import prefect_env, prefect_server
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with prefect_server(tmp_path_factory.mktemp("prefect")) as url:
+        yield url
+
+
+def _clone(dst: Path, nyu: Path) -> Path:
+    """The project's source files (tracked + new, not ignored) in a fresh git repo at ``dst``."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for rel in listed:
+        src = ROOT / rel
+        if src.is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / rel)
+    params = yaml.safe_load((ROOT / "profiles" / "smoke.yaml").read_text())
+    params["downstream"]["nyu_path"] = str(nyu)  # the 50 real NYU pairs, read in place
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
+    return dst
+
+
+def test_dvc_repro_smoke_profile(tmp_path: Path, api: str, nyu_test50_dir: Path) -> None:
+    project = _clone(tmp_path / "project", nyu_test50_dir)
+    env = prefect_env(tmp_path / "home", api)
+    dvc = [sys.executable, "-m", "dvc"]
+    run = subprocess.run([*dvc, "repro"], cwd=project, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+
+    heads = json.loads((project / "metrics/heads.json").read_text())
+    assert heads["strong"]["abs_rel"] > 0 and heads["mean_depth_baseline"]["abs_rel"] > 0
+    synth = json.loads((project / "metrics/synthesis.json").read_text())
+    assert set(synth) == {"unguided", "dag"} and synth["dag"]["L_dc"] >= 0
+    dfid = json.loads((project / "metrics/dfid.json").read_text())
+    assert dfid["extractor"] and set(dfid["variants"]) == {"unguided", "dag"}
+    for row in dfid["variants"].values():
+        assert row["dfid"] >= 0 and row["fid"] >= 0
+    down = json.loads((project / "metrics/downstream.json").read_text())
+    assert set(down["world"]) == {"labelled", "unguided", "dag"}
+    assert set(down["nyu"]) == {"labelled", "unguided", "dag"}
+    assert all(0 < r["abs_rel"] < 10 for r in down["nyu"].values())
+    assert (project / "metrics/downstream.md").read_text().count("|") > 10
+    assert (project / "reports/synthesis/samples.png").stat().st_size > 1000
+    assert (project / "plots/probe/probes.png").is_file()
+    for variant in ("unguided", "dag"):
+        rows = verify_dataset(project / "data/synthetic" / variant)["total_rows"]
+        assert rows == len(ShardDataset(project / "data/synthetic" / variant)) == 4
+
+    again = subprocess.run([*dvc, "repro"], cwd=project, env=env, capture_output=True, text=True)
+    assert again.returncode == 0
+    assert "up to date" in again.stdout  # DVC owns caching: nothing reruns
+    status = subprocess.run(
+        [*dvc, "status"], cwd=project, env=env, capture_output=True, text=True, check=True
+    )
+    assert "up to date" in status.stdout

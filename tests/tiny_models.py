@@ -1,0 +1,35 @@
+"""Tiny, randomly initialised model folders in the real on-disk layouts (no hub downloads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import DDPMPipeline, DDPMScheduler
+
+from dag_core.backbone import model_hash
+from dag_core.depthnorm import DepthNorm
+from dag_core.features import decoder_layers
+from dag_core.heads import DepthHeads, HeadConfig
+from dag_core.prior import PriorConfig, train_prior
+from dag_core.unet_configs import CHURCH_256_SCHEDULER, tiny_unet
+
+
+def write_tiny_models(root: Path, resolution: int = 32) -> dict[str, str]:
+    """Base model (church-256 layout, DDPMPipeline folder), random heads, a 2-step prior."""
+    unet = tiny_unet(resolution, seed=0)
+    scheduler = DDPMScheduler.from_config(CHURCH_256_SCHEDULER)
+    base = root / "base"
+    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(base, safe_serialization=True)
+    norm = DepthNorm()
+    torch.manual_seed(0)
+    config = HeadConfig()
+    channels = {layer.index: layer.channels for layer in decoder_layers(unet)}
+    heads = DepthHeads(config, norm, channels, resolution, base_hash=model_hash(unet))
+    heads.eval()
+    heads.save(root / "heads")
+    prior_cfg = PriorConfig(resolution=16, channels=(16, 32), steps=2, batch_size=2)
+    train_prior(
+        lambda step: torch.zeros(2, 1, 16, 16), root / "prior", prior_cfg, norm, log=lambda _: None
+    )
+    return {"base_model": str(base), "heads": str(root / "heads"), "prior": str(root / "prior")}
