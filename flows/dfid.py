@@ -8,12 +8,13 @@ computes both distances on Inception-v3 (2015-12-05) features, offline.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prefect import flow
 
 from dag_core.errors import DagError
 from flows._cli import run_stage
-from tasks.evaluation import compute_dfid
+from tasks.evaluation import compute_dfid, dfid_sweep
 
 
 @flow(name="dfid", persist_result=False)
@@ -26,13 +27,21 @@ def dfid(
     batch_size: int = 50,
     max_samples: int | None = None,
     metrics_file: str = "metrics/dfid.json",
+    sweep: dict[str, Any] | None = None,
+    sweep_file: str = "plots/dfid_sweep.csv",
 ) -> str:
-    """Write ``metrics_file`` with dFID and FID per variant (default: every synthetic variant)."""
+    """Write ``metrics_file`` with dFID and FID per variant (default: every synthetic variant).
+
+    With ``sweep`` ({scales, num_samples, base_model, heads, prior, sampler, steps, seed, ...})
+    also sample one set per guidance scale and write dFID vs w to ``sweep_file`` (paper Fig. 8).
+    """
     if variants is None:
         root = Path(synthetic)
         if not root.is_dir():
             raise DagError(f"synthetic dataset folder not found: {root}")
         variants = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if sweep:
+        dfid_sweep(dict(sweep), real, estimator, extractor, batch_size, sweep_file)
     return compute_dfid(
         synthetic, variants, real, estimator, extractor, batch_size, max_samples, metrics_file
     )

@@ -5,9 +5,9 @@
 
 from __future__ import annotations
 
-from dag_core.backbone import model_resolution
 from prefect import flow
 
+from dag_core.backbone import model_resolution
 from flows._cli import run_stage
 from tasks.label_subset import write_label_subset
 

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from dag_core.atomic import replace_dir
 from dag_core.backbone import (
     POINTER_FILE,
     TrainConfig,
@@ -15,8 +17,6 @@ from dag_core.backbone import (
     train_base_model,
 )
 from dag_core.world import render
-
-from dag_core.atomic import replace_dir
 from tasks import config_from_params, run_logger, stage_task
 
 

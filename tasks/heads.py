@@ -8,7 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from dag_core.atomic import replace_dir
 from dag_core.backbone import load_base_model, model_hash
+from dag_core.depthnorm import DepthNorm
+from dag_core.errors import DagError
 from dag_core.heads import DepthHeads, HeadConfig, train_heads
 from dag_core.probe import (
     accuracy_vs_t,
@@ -17,10 +21,6 @@ from dag_core.probe import (
     probe_layers,
     probe_num_images,
 )
-
-from dag_core.atomic import replace_dir
-from dag_core.depthnorm import DepthNorm
-from dag_core.errors import DagError
 from dag_core.shards import load_tensors
 from tasks import config_from_params, run_logger, stage_task
 

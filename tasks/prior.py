@@ -8,13 +8,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from dag_core.heads import DepthHeads
-from dag_core.world import render
 
 from dag_core.atomic import replace_dir
 from dag_core.errors import DagError
+from dag_core.heads import DepthHeads
 from dag_core.prior import PriorConfig, train_prior
 from dag_core.shards import load_tensors
+from dag_core.world import render
 from tasks import config_from_params, run_logger, stage_task
 
 EXTRA_WORLD_SEED_BASE = 50_000_000  # disjoint from label-subset scenes (seeds < 1e6)

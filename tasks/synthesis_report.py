@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from dag_core.figures import sample_sheet, write_ply
 
+from dag_core.figures import sample_sheet, write_ply
 from dag_core.shards import read_samples
 from tasks import run_logger, stage_task
 from tasks.synthesize import _models
