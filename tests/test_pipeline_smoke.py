@@ -61,6 +61,8 @@ def test_dvc_repro_smoke_profile(tmp_path: Path, api: str, nyu_test50_dir: Path)
     assert dfid["extractor"] and set(dfid["variants"]) == {"unguided", "dag"}
     for row in dfid["variants"].values():
         assert row["dfid"] >= 0 and row["fid"] >= 0
+    sweep = (project / "plots/dfid_sweep.csv").read_text().splitlines()
+    assert sweep[0] == "w,dfid,fid" and [r.split(",")[0] for r in sweep[1:]] == ["0.0", "40.0"]
     down = json.loads((project / "metrics/downstream.json").read_text())
     assert set(down["world"]) == {"labelled", "unguided", "dag"}
     assert set(down["nyu"]) == {"labelled", "unguided", "dag"}
