@@ -2,10 +2,10 @@
 
 Nothing can be downloaded here, so the pipeline ships its own indoor-like domain: a box-shaped room
 (floor, ceiling, four walls) with up to ``max_objects`` pieces of furniture (boxes standing on the
-floor, each turned about the vertical axis), textured (floor planks or tiles, tinted walls,
-per-object colours) and Lambertian-shaded by a ceiling light, seen by a pinhole camera at a random
-position, yaw, pitch and field of view. Depth is the z-depth along the optical axis in metres, like
-NYU-Depth v2 (≈ 0.5–10 m), exact for every pixel.
+floor, each turned about the vertical axis), textured (floor planks or tiles, tinted walls with a
+skirting board, a door and a window, per-object colours) and Lambertian-shaded by a ceiling light,
+seen by a pinhole camera at a random position, yaw, pitch and field of view. Depth is the z-depth
+along the optical axis in metres, like NYU-Depth v2 (≈ 0.5–10 m), exact for every pixel.
 
 Rendering is vectorised ray casting in torch: the room is the exit point of each ray from an
 axis-aligned box (slab method), furniture the nearest entry into an oriented box. Every scene's
@@ -79,6 +79,19 @@ def _scene_params(seed: int, max_objects: int) -> dict[str, np.ndarray]:
     light = np.array(
         [rng.uniform(0.3, 0.7) * room[0], room[1] - 0.05, rng.uniform(0.3, 0.8) * room[2]]
     )
+    # A door and a window on two different walls (0, 1: x = 0 / x = W; 2, 3: z = 0 / z = D).
+    door_wall = int(rng.integers(0, 4))
+    window_wall = (door_wall + int(rng.integers(1, 4))) % 4
+    length = [room[2], room[2], room[0], room[0]]
+    openings = np.array(
+        [
+            door_wall,
+            rng.uniform(0.2, 0.8) * length[door_wall],
+            window_wall,
+            rng.uniform(0.3, 0.7) * length[window_wall],
+            rng.uniform(0.4, 0.8),
+        ]
+    )
     return {
         "room": room,
         "cam": cam,
@@ -89,6 +102,8 @@ def _scene_params(seed: int, max_objects: int) -> dict[str, np.ndarray]:
         "floor": floor,
         "floor_style": np.array([rng.integers(0, 2), rng.uniform(0.12, 0.3)]),
         "light": light,
+        "openings": openings,
+        "door": rng.uniform(0.25, 0.6, size=3) * np.array([1.0, 0.75, 0.5]),
     }
 
 
@@ -182,6 +197,18 @@ def _render_batch(
     tiles = ((torch.floor(x[..., 0] / 0.6) + torch.floor(x[..., 2] / 0.6)) % 2) * 0.35 + 0.65
     floor_tex = torch.where(p["floor_style"][:, 0:1] > 0.5, tiles, plank_tint)
     floor = p["floor"][:, None, :] * floor_tex[..., None]
+    # Wall details (texture only; the geometry and depth stay the room box): skirting board,
+    # a door reaching the floor and a window with a cross-shaped frame.
+    wall_id = torch.where(surf < 2, surf, surf - 2)
+    on_wall = (surf < 2) | (surf == 4) | (surf == 5)
+    along = torch.where(surf < 2, x[..., 2], x[..., 0])
+    y, op = x[..., 1], p["openings"]
+    door = on_wall & (wall_id == op[:, 0:1]) & ((along - op[:, 1:2]).abs() < 0.45) & (y < 2.0)
+    win_dx, win_dy = (along - op[:, 3:4]).abs(), (y - 1.45).abs()
+    window = on_wall & (wall_id == op[:, 2:3]) & (win_dx < op[:, 4:5]) & (win_dy < 0.5)
+    frame = window & ((win_dx < 0.03) | (win_dx > op[:, 4:5] - 0.05) | (win_dy > 0.45))
+    walls = torch.where((on_wall & (y < 0.09))[..., None], torch.full_like(walls, 0.9), walls)
+    walls = torch.where(door[..., None], p["door"][:, None, :], walls)
     albedo = torch.where((surf == 2)[..., None], floor, walls)
     albedo = torch.where((surf == 3)[..., None], torch.full_like(albedo, 0.92), albedo)
     albedo = torch.where((surf >= 6)[..., None], box_colour, albedo)
@@ -191,7 +218,9 @@ def _render_batch(
     dist2 = (to_light * to_light).sum(-1, keepdim=True)
     diffuse = ((normal * to_light).sum(-1, keepdim=True) / dist2.sqrt()).clamp(min=0)
     shade = 0.3 + 1.1 * diffuse / (1 + 0.06 * dist2)
-    rgb = (albedo * shade).clamp(0, 1) ** (1 / 2.2)
+    sky = torch.tensor([0.8, 0.9, 1.0]) * (1.0 - 0.25 * (y[..., None] - 0.95))  # lit from outside
+    rgb = torch.where((window & ~frame)[..., None], sky, albedo * shade)
+    rgb = torch.where(frame[..., None], torch.full_like(rgb, 0.95), rgb).clamp(0, 1) ** (1 / 2.2)
     depth = (t_hit[..., None] * (d * forward).sum(-1, keepdim=True))[..., 0]
     depth = depth.clamp(cfg.min_depth, cfg.max_depth)
     rgb8 = (rgb * 255).round().to(torch.uint8).reshape(b, res, res, 3)

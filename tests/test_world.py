@@ -33,6 +33,32 @@ def test_scene_does_not_depend_on_batch() -> None:
     assert seeds == [40, 41, 42, 43, 44]
 
 
+@pytest.mark.parametrize("res", [17, 33])
+def test_scene_does_not_depend_on_batch_size_or_position(res: int) -> None:
+    """Across render chunks and odd sizes (SIMD tails): every scene equals its solo render."""
+    rgb, depth = render(range(100, 120), res)
+    for j in (0, 7, 8, 13, 19):
+        rgb_one, depth_one = render_one(100 + j, res)
+        assert np.array_equal(rgb[j].numpy(), rgb_one)
+        assert np.array_equal(depth[j].numpy(), depth_one)
+    streamed = {s: (r, d) for s, r, d in iter_scenes(105, 6, res, batch_size=4)}
+    assert np.array_equal(streamed[108][0], rgb[8].numpy())
+    assert np.array_equal(streamed[108][1], depth[8].numpy())
+
+
+def test_depth_is_z_depth_and_within_the_room() -> None:
+    """Empty rooms: no pixel is deeper than the room's diagonal, and the bottom row (floor or
+    near wall) is nearer than the image centre row in most scenes."""
+    seeds = list(range(30))
+    _, depth = render(seeds, 32, WorldConfig(max_objects=0))
+    nearer = 0
+    for j, s in enumerate(seeds):
+        room = _scene_params(s, 0)["room"]
+        assert depth[j].max().item() <= float(np.linalg.norm(room)) + 1e-3
+        nearer += int(depth[j, -1].mean() < depth[j, 16].mean())
+    assert nearer >= 25
+
+
 def test_floor_depth_matches_ray_plane_geometry() -> None:
     """Bottom-centre pixel with no furniture: z-depth equals the analytic floor intersection."""
     res = 64
@@ -68,6 +94,12 @@ def test_bad_inputs() -> None:
         WorldConfig(min_depth=5.0, max_depth=1.0)
     with pytest.raises(DagError, match="no world seeds"):
         render([], 32)
+    with pytest.raises(DagError, match="2048"):
+        render_one(0, 2048)
+    with pytest.raises(DagError, match="max_objects"):
+        WorldConfig(max_objects=-1)
+    with pytest.raises(DagError, match="0 < min < max"):
+        WorldConfig(min_depth=0.0)
 
 
 def test_preview_cli(tmp_path: Path) -> None:
