@@ -1,0 +1,369 @@
+"""The frozen base diffusion model ε_θ (DAG paper §3: a pretrained pixel-space DDPM, never updated).
+
+:func:`load_base_model` opens any pixel-space diffusers ``UNet2DModel`` with its scheduler — a
+``DDPMPipeline`` folder (``unet/`` + ``scheduler/``), a bare U-Net folder, a folder holding a
+:data:`POINTER_FILE` written by stage ``base_model``, or a hub id such as
+``google/ddpm-bedroom-256`` (the paper's bedroom model). With no pretrained model the pipeline
+trains a tiny DDPM on the procedural world (:func:`train_base_model`) with the church-256 block
+layout (:mod:`dag_core.unet_configs`), so decoder-layer numbering matches the paper's models.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.training_utils import EMAModel
+from PIL import Image
+
+from dag_core.errors import DagError
+from dag_core.unet_configs import CHURCH_256_SCHEDULER, church_like_config
+
+#: Written by stage ``base_model`` when a pretrained model is pinned instead of trained.
+POINTER_FILE = "pretrained.json"
+
+
+@dataclass
+class BaseModel:
+    """A frozen U-Net ε_θ (eval mode, no gradients), its noise scheduler, and where it came from."""
+
+    unet: UNet2DModel
+    scheduler: SchedulerMixin
+    source: str
+
+    def __post_init__(self) -> None:
+        self.unet.eval().requires_grad_(False)
+
+    @property
+    def resolution(self) -> int:
+        """The U-Net's sample size (square images)."""
+        return _sample_size(self.unet.config.sample_size)
+
+    @property
+    def in_channels(self) -> int:
+        """Image channels the U-Net denoises (3 for pixel-space RGB)."""
+        return int(self.unet.config.in_channels)
+
+
+def _sample_size(size: Any) -> int:
+    return int(size if isinstance(size, int) else size[0])
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DagError(f"unreadable model config {path}: {exc.__class__.__name__}") from None
+    if not isinstance(data, dict):
+        raise DagError(f"model config {path} is not a JSON object")
+    return data
+
+
+def _unet_dir(folder: Path) -> Path:
+    """The folder holding the U-Net config: ``unet/`` of a pipeline, or the folder itself."""
+    if (folder / "unet" / "config.json").is_file():
+        return folder / "unet"
+    if (folder / "config.json").is_file():
+        return folder
+    raise DagError(f"no diffusers U-Net in {folder} (expected unet/config.json or config.json)")
+
+
+def _check_unet_config(config: dict[str, Any], where: Path | str) -> None:
+    name = config.get("_class_name", "UNet2DModel")
+    if name != "UNet2DModel":
+        raise DagError(f"{where} holds a {name}; only pixel-space UNet2DModel is supported")
+    if "sample_size" not in config:
+        raise DagError(f"U-Net config in {where} has no sample_size")
+
+
+def _pointer_target(pointer: Path) -> str:
+    target = _read_json(pointer).get("pretrained")
+    if not isinstance(target, str) or not target:
+        raise DagError(f"{pointer} has no 'pretrained' entry")
+    if Path(target).resolve() == pointer.parent.resolve():
+        raise DagError(f"{pointer} points at its own folder")
+    return target
+
+
+def _is_missing_local(text: str) -> bool:
+    """True when ``text`` cannot be a hub id (``owner/name``), so it names a missing folder."""
+    path = Path(text)
+    return (
+        text.count("/") != 1
+        or text.startswith((".", "/", "~"))
+        or bool(path.suffix)
+        or path.parent.is_dir()
+    )
+
+
+def load_base_model(path_or_id: str | Path, *, device: str | torch.device = "cpu") -> BaseModel:
+    """Open a frozen base model from a local folder, a pointer folder, or a hub id.
+
+    A pointer folder (stage ``base_model`` with ``pretrained`` set) is followed, and the loaded
+    weights must still have the hash recorded when the model was pinned.
+    """
+    folder = Path(path_or_id)
+    if folder.is_dir():
+        pointer = folder / POINTER_FILE
+        if pointer.is_file():
+            model = load_base_model(_pointer_target(pointer), device=device)
+            pinned = _read_json(pointer).get("hash")
+            if pinned is not None and pinned != model_hash(model.unet):
+                raise DagError(
+                    f"{model.source} no longer has the weights pinned in {pointer} (hash {pinned})"
+                )
+            return model
+        unet_dir = _unet_dir(folder)
+        _check_unet_config(_read_json(unet_dir / "config.json"), unet_dir)
+        try:
+            unet = UNet2DModel.from_pretrained(unet_dir)
+        except (OSError, ValueError, RuntimeError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DagError(f"cannot load the U-Net in {unet_dir}: {first}") from None
+        if (folder / "scheduler" / "scheduler_config.json").is_file():
+            scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
+        else:
+            scheduler = DDPMScheduler.from_config(CHURCH_256_SCHEDULER)
+        return BaseModel(unet.to(device), scheduler, str(folder))
+    text = str(path_or_id)
+    if _is_missing_local(text):
+        raise DagError(f"base model folder not found: {text}")
+    try:  # a hub id such as google/ddpm-bedroom-256
+        _check_unet_config(UNet2DModel.load_config(text, subfolder="unet"), text)
+        unet = UNet2DModel.from_pretrained(text, subfolder="unet")
+        scheduler = DDPMScheduler.from_pretrained(text, subfolder="scheduler")
+    except DagError:
+        raise
+    except Exception as exc:  # hub errors come in many types; report one line
+        raise DagError(
+            f"cannot load base model '{text}' (no such local folder; hub download failed: "
+            f"{exc.__class__.__name__})"
+        ) from None
+    return BaseModel(unet.to(device), scheduler, text)
+
+
+def model_resolution(path_or_id: str | Path) -> int:
+    """The model's sample size, read from its (or its pointer's) config without loading weights."""
+    folder = Path(path_or_id)
+    if folder.is_dir():
+        pointer = folder / POINTER_FILE
+        if pointer.is_file():
+            size = _read_json(pointer).get("resolution")
+            if size is None:
+                return model_resolution(_pointer_target(pointer))
+            return int(size)
+        unet_dir = _unet_dir(folder)
+        config = _read_json(unet_dir / "config.json")
+        _check_unet_config(config, unet_dir)
+        return _sample_size(config["sample_size"])
+    text = str(path_or_id)
+    if _is_missing_local(text):
+        raise DagError(f"base model folder not found: {text}")
+    try:
+        config = UNet2DModel.load_config(text, subfolder="unet")
+    except Exception as exc:  # hub errors come in many types; report one line
+        raise DagError(
+            f"cannot read the config of base model '{text}' (no such local folder; hub download "
+            f"failed: {exc.__class__.__name__})"
+        ) from None
+    _check_unet_config(config, text)
+    return _sample_size(config["sample_size"])
+
+
+def model_hash(model: str | Path | torch.nn.Module) -> str:
+    """16-hex SHA-256 over a model's state dict (names, dtypes, shapes, bytes), sorted by name.
+
+    A path or hub id is loaded with :func:`load_base_model` and its U-Net hashed.
+    """
+    if not isinstance(model, torch.nn.Module):
+        model = load_base_model(model).unet
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{t.dtype}:{tuple(tensor.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class TrainConfig:
+    """The embedded tiny DDPM: church-256 block layout scaled down, ε-prediction, linear β.
+
+    Defaults (32×32 world scenes) take ≈ 620 CPU-seconds on one core: ≈ 6–7 minutes on 2 cores.
+    """
+
+    resolution: int = 32
+    channels: tuple[int, ...] = (32, 32, 64, 64, 128, 128)
+    norm_num_groups: int = 8
+    batch_size: int = 16
+    steps: int = 1800
+    lr: float = 1e-3
+    warmup: int = 50
+    ema_decay: float = 0.995
+    seed: int = 0
+    num_train_timesteps: int = 1000
+    preview_samples: int = 16
+    preview_steps: int = 50
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(int(c) for c in self.channels)
+        for name in ("resolution", "batch_size", "steps", "num_train_timesteps", "preview_steps"):
+            if int(getattr(self, name)) <= 0:
+                raise DagError(f"base model {name} must be positive, got {getattr(self, name)}")
+        if self.resolution % 32:
+            raise DagError(f"base model resolution must be a multiple of 32, got {self.resolution}")
+        if len(self.channels) != 6 or any(c % self.norm_num_groups for c in self.channels):
+            raise DagError(
+                f"base model channels must be 6 multiples of norm_num_groups="
+                f"{self.norm_num_groups}, got {list(self.channels)}"
+            )
+        if not (self.lr > 0 and 0 <= self.ema_decay < 1 and self.warmup >= 0):
+            raise DagError(
+                f"base model needs lr > 0, 0 <= ema_decay < 1, warmup >= 0; got lr={self.lr}, "
+                f"ema_decay={self.ema_decay}, warmup={self.warmup}"
+            )
+        if self.preview_samples < 0:
+            raise DagError(f"base model preview_samples must be >= 0, got {self.preview_samples}")
+
+
+def _check_batch(x0: torch.Tensor, config: TrainConfig) -> None:
+    shape = (3, config.resolution, config.resolution)
+    if x0.ndim != 4 or tuple(x0.shape[1:]) != shape or not x0.is_floating_point():
+        raise DagError(
+            f"base model batches must be float (B, {', '.join(map(str, shape))}) in [-1, 1], "
+            f"got {x0.dtype} {tuple(x0.shape)}"
+        )
+
+
+def train_base_model(
+    batches: Callable[[int], torch.Tensor],
+    out_dir: str | Path,
+    config: TrainConfig,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """DDPM training (Ho et al. 2020: E‖ε − ε_θ(√ᾱ_t x₀ + √(1−ᾱ_t) ε, t)‖²), EMA weights saved.
+
+    ``batches(step)`` gives float images in [-1, 1] (B, 3, H, W). AdamW with linear warm-up and
+    cosine decay; noise levels from diffusers' ``DDPMScheduler`` (church-256 linear β). Writes a
+    ``DDPMPipeline`` folder (safetensors) holding the EMA U-Net, ``train_log.csv`` (step, loss),
+    ``train_config.json`` and ``samples.png`` (DDIM preview grid) to ``out_dir``. Deterministic in
+    ``config.seed`` for a deterministic ``batches``.
+    """
+    out = Path(out_dir)
+    torch.manual_seed(config.seed)
+    unet = UNet2DModel(
+        **church_like_config(
+            config.resolution, config.channels, norm_num_groups=config.norm_num_groups
+        )
+    )
+    ema = EMAModel(unet.parameters(), decay=config.ema_decay)
+    scheduler = DDPMScheduler(
+        **{**CHURCH_256_SCHEDULER, "num_train_timesteps": config.num_train_timesteps}
+    )
+    opt = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=0.0)
+    lr_schedule = get_cosine_schedule_with_warmup(opt, config.warmup, config.steps)
+    gen = torch.Generator().manual_seed(config.seed)
+    every = max(1, config.steps // 20)
+    rows: list[dict[str, float]] = []
+    start = time.monotonic()
+    unet.train()
+    for step in range(config.steps):
+        x0 = batches(step)
+        if step == 0:
+            _check_batch(x0, config)
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, config.num_train_timesteps, (x0.shape[0],), generator=gen)
+        loss = F.mse_loss(unet(scheduler.add_noise(x0, noise, t), t).sample, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        lr_schedule.step()
+        ema.step(unet.parameters())
+        value = loss.item()
+        if not math.isfinite(value):
+            raise DagError(f"base model training diverged at step {step} (loss {value}); lower lr")
+        rows.append({"step": step, "loss": value})
+        if step % every == 0 or step == config.steps - 1:
+            recent = float(np.mean([r["loss"] for r in rows[-every:]]))
+            log(
+                f"base model step {step + 1}/{config.steps} loss {recent:.4f} "
+                f"({time.monotonic() - start:.0f}s)"
+            )
+    ema.copy_to(unet.parameters())
+    out.mkdir(parents=True, exist_ok=True)
+    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(out, safe_serialization=True)
+    with (out / "train_log.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["step", "loss"])
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    if config.preview_samples:
+        model = BaseModel(unet, scheduler, str(out))
+        grid = sample_images(
+            model, config.preview_samples, steps=config.preview_steps, seed=config.seed
+        )
+        save_grid(grid, out / "samples.png")
+    log(f"base model trained in {time.monotonic() - start:.0f}s")
+    return out
+
+
+@torch.no_grad()
+def sample_images(
+    model: BaseModel, n: int, *, steps: int = 50, seed: int = 0, batch_size: int = 16
+) -> torch.Tensor:
+    """``n`` DDIM samples (η = 0, ``steps`` steps) from the base model as uint8 (n, H, W, 3).
+
+    Sample ``i`` starts from its own seeded noise, so results do not depend on ``batch_size``.
+    """
+    if n < 1 or steps < 1 or batch_size < 1:
+        raise DagError(
+            f"sample_images needs n, steps, batch_size >= 1, got {n}, {steps}, {batch_size}"
+        )
+    scheduler = DDIMScheduler.from_config(model.scheduler.config)
+    scheduler.set_timesteps(steps)
+    device = next(model.unet.parameters()).device
+    shape = (model.in_channels, model.resolution, model.resolution)
+    out = []
+    for first in range(0, n, batch_size):
+        count = min(batch_size, n - first)
+        gens = [torch.Generator().manual_seed(seed * 100_003 + first + j) for j in range(count)]
+        x = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
+        for t in scheduler.timesteps:
+            x = scheduler.step(model.unet(x, t).sample, t, x).prev_sample
+        images = ((x[:, :3].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        out.append(images.permute(0, 2, 3, 1).cpu())
+    return torch.cat(out)
+
+
+def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int | None = None) -> Path:
+    """Tile uint8 images (N, H, W, 3) into one PNG, ``nrow`` per row (default ⌈√N⌉), 2px gaps."""
+    arr = np.asarray(images)
+    if arr.ndim != 4 or arr.shape[0] == 0 or arr.shape[-1] not in (1, 3) or arr.dtype != np.uint8:
+        raise DagError(f"save_grid needs uint8 images (N, H, W, 3), got {arr.dtype} {arr.shape}")
+    n, h, w, c = arr.shape
+    cols = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    canvas = np.full((rows * (h + 2) + 2, cols * (w + 2) + 2, c), 255, dtype=np.uint8)
+    for i in range(n):
+        r, q = divmod(i, cols)
+        canvas[2 + r * (h + 2) : 2 + r * (h + 2) + h, 2 + q * (w + 2) : 2 + q * (w + 2) + w] = arr[
+            i
+        ]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(canvas[..., 0] if c == 1 else canvas).save(path)
+    return path

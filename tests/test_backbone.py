@@ -1,0 +1,222 @@
+"""Tests for dag_core.backbone: train → save → load round trips, pointers, sampling, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import huggingface_hub.constants
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMScheduler, UNet2DConditionModel
+from PIL import Image
+
+from dag_core.backbone import (
+    POINTER_FILE,
+    BaseModel,
+    TrainConfig,
+    load_base_model,
+    model_hash,
+    model_resolution,
+    sample_images,
+    save_grid,
+    train_base_model,
+)
+from dag_core.errors import DagError
+from dag_core.features import decoder_layers
+from dag_core.unet_configs import tiny_unet
+
+TINY = {"channels": (8, 8, 16, 16, 16, 16), "batch_size": 2, "steps": 3, "preview_samples": 2}
+
+
+def synthetic_batches(step: int) -> torch.Tensor:
+    """Deterministic images in [-1, 1]: a vertical gradient plus step-dependent noise."""
+    g = torch.Generator().manual_seed(step)
+    ramp = torch.linspace(-1, 1, 32).view(1, 1, 32, 1).expand(2, 3, 32, 32)
+    return (ramp + 0.1 * torch.randn(2, 3, 32, 32, generator=g)).clamp(-1, 1)
+
+
+def train_tiny(out: Path, **overrides) -> Path:
+    config = TrainConfig(**{**TINY, "preview_steps": 2, **overrides})
+    return train_base_model(synthetic_batches, out, config, log=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    return train_tiny(tmp_path_factory.mktemp("base") / "model")
+
+
+def single_line_naming(exc: pytest.ExceptionInfo, name: str) -> None:
+    message = str(exc.value)
+    assert "\n" not in message
+    assert name in message
+
+
+def test_training_writes_a_diffusers_folder(trained):
+    assert (trained / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (trained / "unet" / "config.json").is_file()
+    scheduler = json.loads((trained / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["beta_schedule"] == "linear"
+    assert scheduler["num_train_timesteps"] == 1000
+    with (trained / "train_log.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in rows] == [0, 1, 2]
+    assert all(np.isfinite(float(r["loss"])) and float(r["loss"]) > 0 for r in rows)
+    grid = np.asarray(Image.open(trained / "samples.png"))
+    assert grid.ndim == 3 and grid.shape[2] == 3
+    assert grid.shape[0] >= 32 and grid.shape[1] >= 2 * 32  # two 32px previews side by side
+
+
+def test_trained_model_has_church_decoder_layers(trained):
+    model = load_base_model(trained)
+    indices = {layer.index for layer in decoder_layers(model.unet)}
+    assert {2, 4, 5, 6, 7} <= indices
+    assert len(indices) >= 8
+
+
+def test_load_round_trip_is_frozen_and_same_hash(trained):
+    logged: list[str] = []
+    config = TrainConfig(**{**TINY, "preview_samples": 0})
+    out = train_base_model(synthetic_batches, trained.parent / "again", config, log=logged.append)
+    assert any("step 3/3" in line for line in logged)
+    model = load_base_model(out)
+    assert isinstance(model, BaseModel)
+    assert isinstance(model.scheduler, DDPMScheduler)
+    assert model.resolution == 32 and model.in_channels == 3
+    assert not model.unet.training
+    assert not any(p.requires_grad for p in model.unet.parameters())
+    assert model_hash(model.unet) == model_hash(out) == model_hash(str(out))
+    assert model.source == str(out)
+    assert model_resolution(out) == 32
+    assert not (out / "samples.png").exists()
+
+
+def test_training_is_deterministic_in_seed(tmp_path, trained):
+    same = train_tiny(tmp_path / "same")
+    other = train_tiny(tmp_path / "other", seed=1)
+    assert model_hash(same) == model_hash(trained)
+    assert model_hash(other) != model_hash(trained)
+    a = (same / "train_log.csv").read_text()
+    assert a == (trained / "train_log.csv").read_text()
+
+
+def test_pointer_folder_is_followed(tmp_path, trained):
+    model = load_base_model(trained)
+    pointer_dir = tmp_path / "pinned"
+    pointer_dir.mkdir()
+    record = {"pretrained": str(trained), "hash": model_hash(model.unet), "resolution": 32}
+    (pointer_dir / POINTER_FILE).write_text(json.dumps(record | {"in_channels": 3}))
+    followed = load_base_model(pointer_dir)
+    assert followed.source == str(trained)
+    assert model_hash(followed.unet) == model_hash(pointer_dir) == record["hash"]
+    assert model_resolution(pointer_dir) == 32
+    (pointer_dir / POINTER_FILE).write_text(json.dumps(record | {"hash": "0" * 16}))
+    with pytest.raises(DagError) as exc:
+        load_base_model(pointer_dir)
+    single_line_naming(exc, str(pointer_dir / POINTER_FILE))
+
+
+def test_bare_unet_folder_gets_the_church_scheduler(tmp_path):
+    unet = tiny_unet(64, seed=3)
+    unet.save_pretrained(tmp_path / "bare", safe_serialization=True)
+    assert model_resolution(tmp_path / "bare") == 64
+    model = load_base_model(str(tmp_path / "bare"))
+    assert model.resolution == 64
+    assert model.scheduler.config.beta_schedule == "linear"
+    assert model.scheduler.config.num_train_timesteps == 1000
+    assert model_hash(model.unet) == model_hash(unet)
+    assert model_hash(model.unet) != model_hash(tiny_unet(64, seed=4))
+
+
+def test_model_resolution_reads_config_without_weights(tmp_path):
+    folder = tmp_path / "pipe" / "unet"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(
+        json.dumps({"_class_name": "UNet2DModel", "sample_size": 96})
+    )
+    assert model_resolution(tmp_path / "pipe") == 96
+    with pytest.raises(DagError) as exc:  # no weights: loading fails with one line
+        load_base_model(tmp_path / "pipe")
+    single_line_naming(exc, str(folder))
+    (folder / "config.json").write_text(json.dumps({"_class_name": "UNet2DModel"}))
+    with pytest.raises(DagError) as exc:
+        model_resolution(tmp_path / "pipe")
+    single_line_naming(exc, str(folder))
+
+
+def test_sample_images_shape_dtype_determinism(trained):
+    model = load_base_model(trained)
+    a = sample_images(model, 3, steps=2, seed=5, batch_size=2)
+    assert a.shape == (3, 32, 32, 3) and a.dtype == torch.uint8
+    assert torch.equal(a, sample_images(model, 3, steps=2, seed=5, batch_size=3))
+    assert not torch.equal(a, sample_images(model, 3, steps=2, seed=6))
+    assert not torch.equal(a[0], a[1])
+
+
+def test_save_grid(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (5, 8, 6, 3), dtype=np.uint8)
+    path = save_grid(torch.from_numpy(images), tmp_path / "sub" / "grid.png", nrow=2)
+    grid = np.asarray(Image.open(path))
+    assert grid.shape == (3 * 10 + 2, 2 * 8 + 2, 3)
+    assert np.array_equal(grid[2:10, 2:8], images[0])
+    assert np.array_equal(grid[12:20, 10:16], images[3])
+    with pytest.raises(DagError):
+        save_grid(images.astype(np.float32), tmp_path / "bad.png")
+
+
+@pytest.mark.parametrize("name", ["missing", "empty", "garbage", "list", "conditional"])
+def test_bad_folders_are_one_line_errors(tmp_path, name):
+    folder = tmp_path / name
+    if name != "missing":
+        folder.mkdir()
+    if name == "garbage":
+        (folder / "config.json").write_text("{not json")
+    if name == "list":
+        (folder / "config.json").write_text("[1, 2]")
+    if name == "conditional":
+        UNet2DConditionModel(
+            sample_size=8,
+            block_out_channels=(8, 8),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=8,
+            norm_num_groups=8,
+            layers_per_block=1,
+        ).save_pretrained(folder)
+    for call in (load_base_model, model_resolution, model_hash):
+        with pytest.raises(DagError) as exc:
+            call(str(folder))
+        single_line_naming(exc, str(folder))
+
+
+def test_pointer_without_target_is_an_error(tmp_path):
+    (tmp_path / POINTER_FILE).write_text(json.dumps({"hash": "x"}))
+    with pytest.raises(DagError) as exc:
+        load_base_model(tmp_path)
+    single_line_naming(exc, str(tmp_path / POINTER_FILE))
+
+
+def test_hub_id_offline_is_one_line_error(monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    for call in (load_base_model, model_resolution):
+        with pytest.raises(DagError) as exc:
+            call("no-such-owner-dag/ddpm-nothing-256")
+        single_line_naming(exc, "no-such-owner-dag/ddpm-nothing-256")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"resolution": 48}, {"channels": (8, 8, 16)}, {"channels": (8, 8, 16, 16, 16, 12)}, {"lr": 0}],
+)
+def test_bad_train_config(bad):
+    with pytest.raises(DagError):
+        TrainConfig(**{**TINY, **bad})
+
+
+def test_bad_batches_are_rejected(tmp_path):
+    config = TrainConfig(**TINY)
+    with pytest.raises(DagError) as exc:
+        train_base_model(lambda step: torch.zeros(2, 32, 32, 3), tmp_path, config, log=print)
+    assert "(2, 32, 32, 3)" in str(exc.value)
