@@ -14,7 +14,7 @@ from prefect import flow
 
 from dag_core.errors import DagError
 from flows._cli import run_stage
-from tasks.evaluation import compute_dfid, dfid_sweep
+from tasks.evaluation import compute_dfid, dfid_sweep, sweep_from_variants
 
 
 @flow(name="dfid", persist_result=False)
@@ -33,18 +33,22 @@ def dfid(
     """Write ``metrics_file`` with dFID and FID per variant (default: every synthetic variant).
 
     With ``sweep`` ({scales, num_samples, base_model, heads, prior, sampler, steps, seed, ...})
-    also sample one set per guidance scale and write dFID vs w to ``sweep_file`` (paper Fig. 8).
+    also sample one set per guidance scale and write dFID vs w to ``sweep_file`` (paper Fig. 8);
+    without it ``sweep_file`` holds the variants whose two scales are equal (w = 0, w = 40).
     """
     if variants is None:
         root = Path(synthetic)
         if not root.is_dir():
             raise DagError(f"synthetic dataset folder not found: {root}")
         variants = sorted(p.name for p in root.iterdir() if p.is_dir())
-    if sweep:
-        dfid_sweep(dict(sweep), real, estimator, extractor, batch_size, sweep_file)
-    return compute_dfid(
+    compute_dfid(
         synthetic, variants, real, estimator, extractor, batch_size, max_samples, metrics_file
     )
+    if sweep:
+        dfid_sweep(dict(sweep), real, estimator, extractor, batch_size, sweep_file)
+    else:
+        sweep_from_variants(synthetic, metrics_file, sweep_file)
+    return metrics_file
 
 
 if __name__ == "__main__":

@@ -22,9 +22,15 @@ from dag_core.downstream import (
     train_depth_net,
 )
 from dag_core.errors import DagError
-from dag_core.metrics.fid import dfid, fid, resolve_extractor
+from dag_core.metrics.fid import (
+    depth_to_rgb8,
+    fid_from_statistics,
+    fid_statistics,
+    resolve_extractor,
+)
 from dag_core.nyu import open_nyu
 from dag_core.shards import Sample, read_samples, write_dataset
+from dag_core.synthesis import SPEC_NAME
 from dag_core.world import iter_scenes
 from tasks import config_from_params, run_logger, stage_task
 
@@ -104,26 +110,40 @@ def compute_dfid(
     the same reference estimator) and image FID, per synthetic variant."""
     logger = run_logger()
     name = resolve_extractor(extractor)
-    _, _, norm = load_depth_net(estimator)
-    real_rgb, _ = _images_and_ids(real, max_samples)
-    real_depth = _estimate(estimator, real_rgb)
-    results: dict[str, Any] = {"extractor": name, "n_real": len(real_rgb), "variants": {}}
+    ref = _Reference(real, estimator, name, batch_size, max_samples)
+    results: dict[str, Any] = {"extractor": name, "n_real": ref.n, "variants": {}}
     for variant in variants:
         rgb, _ = _images_and_ids(Path(synthetic) / variant, max_samples)
-        depth = _estimate(estimator, rgb)
-        kw = {"batch_size": batch_size, "extractor": name}
-        row = {
-            "dfid": dfid(
-                depth, real_depth, min_depth=norm.min_depth, max_depth=norm.max_depth, **kw
-            ),
-            "fid": fid(rgb, real_rgb, **kw),
-            "n": len(rgb),
-        }
+        row = {**ref.score(rgb), "n": len(rgb)}
         results["variants"][variant] = row
         logger.info("%s: %s", variant, row)
     Path(metrics_file).parent.mkdir(parents=True, exist_ok=True)
     Path(metrics_file).write_text(json.dumps(results, indent=2) + "\n")
     return metrics_file
+
+
+def _write_sweep(path: str | Path, rows: list[dict[str, float]]) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["w", "dfid", "fid"])
+        writer.writeheader()
+        writer.writerows(sorted(rows, key=lambda r: r["w"]))
+
+
+@stage_task
+def sweep_from_variants(synthetic: str, metrics_file: str, plots_file: str) -> str:
+    """Without a sweep, dFID vs w from the variants that use one scale w = w_dc = w_dp (e.g.
+    unguided w = 0 and dag w = 40), read from their ``_spec.json``."""
+    scores = json.loads(Path(metrics_file).read_text())["variants"]
+    rows = []
+    for variant, score in scores.items():
+        spec = json.loads((Path(synthetic) / variant / SPEC_NAME).read_text())
+        scales = spec["variants"][variant]
+        w_dc, w_dp = float(scales.get("w_dc", 40.0)), float(scales.get("w_dp", 40.0))
+        if w_dc == w_dp:
+            rows.append({"w": w_dc, "dfid": score["dfid"], "fid": score["fid"]})
+    _write_sweep(plots_file, rows)
+    return plots_file
 
 
 @stage_task
@@ -146,10 +166,7 @@ def dfid_sweep(
     models = load_models(cfg.pop("base_model"), cfg.pop("heads"), cfg.pop("prior"))
     sample_batch = int(cfg.pop("batch_size", 16))
     guidance = cfg.pop("guidance", {})
-    name = resolve_extractor(extractor)
-    _, _, norm = load_depth_net(estimator)
-    real_rgb, _ = _images_and_ids(real, None)
-    real_depth = _estimate(estimator, real_rgb)
+    ref = _Reference(real, estimator, resolve_extractor(extractor), batch_size, None)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for w in scales:
@@ -164,22 +181,36 @@ def dfid_sweep(
                 models, spec, variant, 0, Path(tmp) / variant, batch_size=sample_batch
             )
             rgb, _ = _images_and_ids(path.parent, None)
-            depth = _estimate(estimator, rgb)
-            kw = {"batch_size": batch_size, "extractor": name}
-            lo, hi = norm.min_depth, norm.max_depth
-            row = {
-                "w": w,
-                "dfid": dfid(depth, real_depth, min_depth=lo, max_depth=hi, **kw),
-                "fid": fid(rgb, real_rgb, **kw),
-            }
-            rows.append(row)
-            logger.info("sweep %s", row)
-    Path(plots_file).parent.mkdir(parents=True, exist_ok=True)
-    with open(plots_file, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["w", "dfid", "fid"])
-        writer.writeheader()
-        writer.writerows(rows)
+            rows.append({"w": w, **ref.score(rgb)})
+            logger.info("sweep %s", rows[-1])
+    _write_sweep(plots_file, rows)
     return plots_file
+
+
+class _Reference:
+    """Inception statistics of the real images and of their estimated depth, computed once."""
+
+    def __init__(
+        self, real: str, estimator: str, extractor: str, batch_size: int, limit: int | None
+    ):
+        _, _, norm = load_depth_net(estimator)
+        self.estimator, self.kw = estimator, {"batch_size": batch_size, "extractor": extractor}
+        self.depth_range = {"min_depth": norm.min_depth, "max_depth": norm.max_depth}
+        rgb, _ = _images_and_ids(real, limit)
+        self.n = len(rgb)
+        self.image_stats = fid_statistics(rgb, **self.kw)
+        self.depth_stats = self.depth_statistics(rgb)
+
+    def depth_statistics(self, rgb: np.ndarray) -> dict[str, np.ndarray]:
+        depth = _estimate(self.estimator, rgb)
+        return fid_statistics(depth_to_rgb8(depth, **self.depth_range), **self.kw)
+
+    def score(self, rgb: np.ndarray) -> dict[str, float]:
+        """dFID and FID of generated images against the real set."""
+        return {
+            "dfid": fid_from_statistics(self.depth_statistics(rgb), self.depth_stats),
+            "fid": fid_from_statistics(fid_statistics(rgb, **self.kw), self.image_stats),
+        }
 
 
 def _world_test_pairs(directory: str) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -1,8 +1,9 @@
-"""Shared pytest configuration: single-threaded OpenBLAS and the 50 real NYU-Depth v2 pairs."""
+"""Shared pytest configuration: thread settings, the 50 real NYU pairs, tiny models, Prefect."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,30 @@ def nyu_test50_dir() -> Path:
             "holding nyu2_test.csv and its 50 colors/depth PNG pairs"
         )
     return path
+
+
+@pytest.fixture(scope="module")
+def unet():  # torch is imported lazily: the environment above must be set first
+    """A random U-Net with the real google/ddpm-church-256 block layout, at 32²."""
+    from dag_core.unet_configs import tiny_unet
+
+    return tiny_unet(32, seed=0).eval()
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    """The church-256 DDPM scheduler (linear β, T = 1000)."""
+    from diffusers import DDPMScheduler
+
+    from dag_core.unet_configs import CHURCH_256_SCHEDULER
+
+    return DDPMScheduler(**CHURCH_256_SCHEDULER)
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """API URL of a real ``prefect server`` on 127.0.0.1 (stopped after the module)."""
+    from tests.prefect_server import prefect_server
+
+    with prefect_server(tmp_path_factory.mktemp("prefect")) as url:
+        yield url

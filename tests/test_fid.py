@@ -27,6 +27,8 @@ from dag_core.metrics.fid import (
     depth_to_rgb8,
     dfid,
     fid,
+    fid_from_statistics,
+    fid_statistics,
     fidhelper_weights,
     resolve_extractor,
     torch_fidelity_weights,
@@ -91,6 +93,17 @@ def test_fid_against_shifted_set_is_positive(fid_values: dict[str, float]):
 def test_fid_is_independent_of_batch_size_and_layout(fid_values: dict[str, float]):
     a, b = fid_values["shifted_one_batch"], fid_values["shifted_batches_of_3"]
     assert abs(a - b) / abs(a) < 1e-4
+
+
+def test_statistics_path_equals_calculate_metrics(
+    images: torch.Tensor, shifted: torch.Tensor, fid_values: dict[str, float]
+):
+    """Reference statistics computed once and reused give the same FID as a full run."""
+    a = fid_statistics(images, batch_size=N_IMAGES)
+    b = fid_statistics(shifted, batch_size=3)
+    assert a["mu"].shape == (2048,) and b["sigma"].shape == (2048, 2048)
+    value = fid_from_statistics(a, b)
+    assert value == pytest.approx(fid_values["shifted_one_batch"], rel=1e-4)
 
 
 def tf1_resize(x: np.ndarray, size: int) -> np.ndarray:

@@ -8,7 +8,6 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler
 
 from dag_core.depthnorm import DepthNorm
 from dag_core.errors import DagError
@@ -21,7 +20,7 @@ from dag_core.heads import (
     random_batches,
     train_heads,
 )
-from dag_core.unet_configs import CHURCH_256_SCHEDULER, tiny_unet
+from dag_core.unet_configs import tiny_unet
 
 # high-resolution layers carry per-pixel signal even with the random weights of the test U-Net
 TEST_CONFIG = HeadConfig(
@@ -35,16 +34,6 @@ TEST_CONFIG = HeadConfig(
     lr=3e-3,
     t_max=100,
 )
-
-
-@pytest.fixture(scope="module")
-def unet():
-    return tiny_unet(32, seed=0).eval()
-
-
-@pytest.fixture(scope="module")
-def scheduler():
-    return DDPMScheduler(**CHURCH_256_SCHEDULER)
 
 
 def synthetic(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

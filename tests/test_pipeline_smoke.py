@@ -6,23 +6,16 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 from dag_core.shards import ShardDataset, verify_dataset
-from tests.prefect_server import prefect_env, prefect_server
+from tests.prefect_server import prefect_env
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with prefect_server(tmp_path_factory.mktemp("prefect")) as url:
-        yield url
 
 
 def _clone(dst: Path, nyu: Path) -> Path:

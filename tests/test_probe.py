@@ -8,7 +8,6 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler
 
 from dag_core.depthnorm import DepthNorm
 from dag_core.errors import DagError
@@ -21,7 +20,6 @@ from dag_core.probe import (
     probe_layers,
     probe_num_images,
 )
-from dag_core.unet_configs import CHURCH_256_SCHEDULER, tiny_unet
 
 CONFIG = HeadConfig(hidden=(16,), time_dim=8, steps=30, batch_size=4, pixels_per_image=256, lr=3e-3)
 
@@ -31,16 +29,6 @@ def synthetic(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     low = torch.rand(n, 1, 4, 4, generator=torch.Generator().manual_seed(seed))
     brightness = F.interpolate(low, 32, mode="bilinear", align_corners=False)
     return (brightness * 2 - 1).expand(-1, 3, -1, -1).clone(), 0.5 + 4 * brightness
-
-
-@pytest.fixture(scope="module")
-def unet():
-    return tiny_unet(32, seed=0).eval()
-
-
-@pytest.fixture(scope="module")
-def scheduler():
-    return DDPMScheduler(**CHURCH_256_SCHEDULER)
 
 
 def quiet(_: str) -> None:

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,17 +20,11 @@ import pytest
 import yaml
 
 from dag_core.shards import read_samples, verify_dataset
-from tests.prefect_server import prefect_env, prefect_server
+from tests.prefect_server import prefect_env
 from tests.tiny_models import write_tiny_models
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with prefect_server(tmp_path_factory.mktemp("prefect")) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,9 @@ from torch.utils.data import Dataset
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+from torch_fidelity.metric_fid import fid_featuresdict_to_statistics, fid_statistics_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
 from dag_core.errors import DagError
 
@@ -38,6 +40,7 @@ TORCH_FIDELITY_EXTRACTOR = "inception-v3-compat"
 FIDHELPER_EXTRACTOR = "inception-v3-fidhelper"
 EXTRACTORS = ("auto", TORCH_FIDELITY_EXTRACTOR, FIDHELPER_EXTRACTOR)
 FID_KEY = "frechet_inception_distance"
+FID_FEATURE = "2048"
 
 
 def torch_fidelity_weights() -> Path:
@@ -194,6 +197,39 @@ def fid(
         **kwargs,
     )
     return float(metrics[FID_KEY])
+
+
+def fid_statistics(
+    images: np.ndarray | torch.Tensor, *, batch_size: int = 50, extractor: str = "auto"
+) -> dict[str, np.ndarray]:
+    """Inception feature statistics {mu, sigma} of one image set, by torch-fidelity's own code.
+
+    For comparing many sets with one reference (every synthetic variant against the same real
+    set), compute the reference once and combine with :func:`fid_from_statistics`; the result
+    equals :func:`fid` of the two sets.
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise DagError(f"batch_size must be a positive integer, got {batch_size!r}")
+    name = resolve_extractor(extractor)
+    kwargs: dict[str, Any] = {}
+    if name == TORCH_FIDELITY_EXTRACTOR:
+        kwargs["feature_extractor_weights_path"] = str(torch_fidelity_weights())
+    cuda = torch.cuda.is_available()
+    extractor_module = create_feature_extractor(name, [FID_FEATURE], cuda=cuda, **kwargs)
+    features = get_featuresdict_from_dataset(
+        _Images(_as_nchw_uint8(images, "image set")),
+        extractor_module,
+        batch_size,
+        cuda,
+        True,
+        False,
+    )
+    return fid_featuresdict_to_statistics(features, FID_FEATURE)
+
+
+def fid_from_statistics(stats_a: dict[str, np.ndarray], stats_b: dict[str, np.ndarray]) -> float:
+    """The Fréchet distance of two :func:`fid_statistics` results (torch-fidelity's formula)."""
+    return float(fid_statistics_to_metric(stats_a, stats_b, False)[FID_KEY])
 
 
 def depth_to_rgb8(
