@@ -38,15 +38,20 @@ STAGES: dict[str, Callable[..., Any]] = {
 }
 
 
-@flow(name="dag-pipeline", persist_result=False)
-def pipeline(params_file: str = "params.yaml", stages: list[str] | None = None) -> list[str]:
-    """Run ``stages`` (default: all, in order), each with its params.yaml group."""
+def check_stages(stages: list[str] | None) -> list[str]:
+    """The stages to run (default: all); DagError naming any unknown one."""
     chosen = stages or list(STAGES)
     unknown = [s for s in chosen if s not in STAGES]
     if unknown:
-        raise DagError(
-            f"unknown stage(s) {', '.join(unknown)}; expected some of {', '.join(STAGES)}"
-        )
+        names = ", ".join(STAGES)
+        raise DagError(f"unknown stage(s) {', '.join(unknown)}; expected some of {names}")
+    return chosen
+
+
+@flow(name="dag-pipeline", persist_result=False)
+def pipeline(params_file: str = "params.yaml", stages: list[str] | None = None) -> list[str]:
+    """Run ``stages`` (default: all, in order), each with its params.yaml group."""
+    chosen = check_stages(stages)
     outputs = []
     for name in STAGES:
         if name in chosen:
@@ -58,11 +63,10 @@ def pipeline(params_file: str = "params.yaml", stages: list[str] | None = None) 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description=pipeline.__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument(
-        "stages", nargs="*", help=f"stages to run (default all: {' '.join(STAGES)})"
-    )
+    parser.add_argument("stages", nargs="*", help="stages to run (default: all, in order)")
     args = parser.parse_args(argv)
     try:
+        check_stages(args.stages)  # before any Prefect run starts
         pipeline(params_file=args.params, stages=args.stages or None)
     except DagError as exc:
         print(f"error: {exc}", file=sys.stderr)

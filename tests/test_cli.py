@@ -64,3 +64,16 @@ def test_stage_module_reports_bad_value_in_one_line(tmp_path: Path) -> None:
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "lsun" in errors[0]
     assert not out.exists()
+
+
+def test_pipeline_flow_lists_every_dvc_stage_and_rejects_unknown_ones() -> None:
+    """`python -m flows.pipeline` runs the same stages, in the same order, as dvc.yaml."""
+    import yaml
+
+    from flows.pipeline import STAGES, main
+
+    dvc_stages = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+    assert list(STAGES) == dvc_stages
+    with pytest.raises(SystemExit) as exc:
+        main(["--params", str(ROOT / "params.yaml"), "base_model", "lsun_stage"])
+    assert exc.value.code == 2
