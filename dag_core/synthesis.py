@@ -118,7 +118,7 @@ def load_models(
         raise DagError(f"heads folder not found: {heads} (run stage train_heads first)")
     depth_heads = DepthHeads.load(heads).to(device).eval().requires_grad_(False)
     base_hash = model_hash(base.unet)
-    depth_heads.check_compatible(base.unet, base_hash=depth_heads.base_hash and base_hash)
+    depth_heads.check_compatible(base.unet, base_hash=base_hash)
     depth_prior = None
     if prior is not None:
         if not Path(prior).is_dir():

@@ -166,6 +166,17 @@ def _as_nchw_uint8(images: np.ndarray | torch.Tensor, what: str) -> torch.Tensor
     return x.contiguous()
 
 
+def _extractor_settings(batch_size: int, extractor: str) -> tuple[str, dict[str, Any]]:
+    """Checked batch size; the resolved extractor name and its torch-fidelity keyword args."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise DagError(f"batch_size must be a positive integer, got {batch_size!r}")
+    name = resolve_extractor(extractor)
+    kwargs: dict[str, Any] = {}
+    if name == TORCH_FIDELITY_EXTRACTOR:
+        kwargs["feature_extractor_weights_path"] = str(torch_fidelity_weights())
+    return name, kwargs
+
+
 def fid(
     images_a: np.ndarray | torch.Tensor,
     images_b: np.ndarray | torch.Tensor,
@@ -178,12 +189,7 @@ def fid(
     Computed by ``torch_fidelity.calculate_metrics`` with the extractor from
     :func:`resolve_extractor`, on CUDA when available, without torch-fidelity's disk cache.
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise DagError(f"batch_size must be a positive integer, got {batch_size!r}")
-    name = resolve_extractor(extractor)
-    kwargs: dict[str, Any] = {}
-    if name == TORCH_FIDELITY_EXTRACTOR:
-        kwargs["feature_extractor_weights_path"] = str(torch_fidelity_weights())
+    name, kwargs = _extractor_settings(batch_size, extractor)
     metrics = torch_fidelity.calculate_metrics(
         input1=_Images(_as_nchw_uint8(images_a, "first image set")),
         input2=_Images(_as_nchw_uint8(images_b, "second image set")),
@@ -208,12 +214,7 @@ def fid_statistics(
     set), compute the reference once and combine with :func:`fid_from_statistics`; the result
     equals :func:`fid` of the two sets.
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise DagError(f"batch_size must be a positive integer, got {batch_size!r}")
-    name = resolve_extractor(extractor)
-    kwargs: dict[str, Any] = {}
-    if name == TORCH_FIDELITY_EXTRACTOR:
-        kwargs["feature_extractor_weights_path"] = str(torch_fidelity_weights())
+    name, kwargs = _extractor_settings(batch_size, extractor)
     cuda = torch.cuda.is_available()
     extractor_module = create_feature_extractor(name, [FID_FEATURE], cuda=cuda, **kwargs)
     features = get_featuresdict_from_dataset(
