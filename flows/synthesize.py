@@ -25,7 +25,7 @@ from dag_core.synthesis import SynthesisSpec
 from flows._cli import run_stage
 from tasks.synthesis_report import write_synthesis_report
 from tasks.synthesize import (
-    _models,
+    cached_models,
     finish_variant,
     prepare_variant,
     render_shard_task,
@@ -112,7 +112,7 @@ def synthesize(
     )
     # Everything is validated (scales, models, heads/prior fit) before any output is touched.
     needs_prior = any(variant_uses_prior(spec, v) for v in settings)
-    models = _models(base_model, heads, prior if needs_prior else None)
+    models = cached_models(base_model, heads, prior if needs_prior else None)
     runner = make_task_runner(task_runner)
     spec = SynthesisSpec(**{**spec.__dict__, "hashes": models.hashes})
     root = Path(out_dir)

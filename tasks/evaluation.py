@@ -157,13 +157,14 @@ def dfid_sweep(
 ) -> str:
     """dFID vs guidance scale w = w_dc = w_dp (paper Fig. 8): sample ``num_samples`` per scale
     with the same seeds, estimate depth, compare with the real set; one CSV row per scale."""
-    from dag_core.synthesis import SynthesisSpec, load_models, render_shard
+    from dag_core.synthesis import SynthesisSpec, render_shard
+    from tasks.synthesize import cached_models
 
     logger = run_logger()
     cfg = dict(sweep)
     scales = [float(w) for w in cfg.pop("scales")]
     n = int(cfg.pop("num_samples", 64))
-    models = load_models(cfg.pop("base_model"), cfg.pop("heads"), cfg.pop("prior"))
+    models = cached_models(cfg.pop("base_model"), cfg.pop("heads"), cfg.pop("prior"))
     sample_batch = int(cfg.pop("batch_size", 16))
     guidance = cfg.pop("guidance", {})
     ref = _Reference(real, estimator, resolve_extractor(extractor), batch_size, None)

@@ -11,7 +11,7 @@ import torch
 from dag_core.figures import sample_sheet, write_ply
 from dag_core.shards import read_samples
 from tasks import run_logger, stage_task
-from tasks.synthesize import _models
+from tasks.synthesize import cached_models
 
 REPORT_SAMPLES = 64
 SHEET_COLUMNS = 8
@@ -34,7 +34,7 @@ def write_synthesis_report(
     from dag_core.synthesis import depth_losses
 
     logger = run_logger()
-    models = _models(base_model, heads, prior)
+    models = cached_models(base_model, heads, prior)
     norm = models.heads.norm
     metrics: dict[str, dict[str, float]] = {}
     rows: dict[str, tuple[np.ndarray, np.ndarray]] = {}

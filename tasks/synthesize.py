@@ -25,7 +25,7 @@ from tasks import run_logger, stage_task
 
 
 @lru_cache(maxsize=2)
-def _models(base_model: str, heads: str, prior: str | None) -> SynthesisModels:
+def cached_models(base_model: str, heads: str, prior: str | None) -> SynthesisModels:
     """Models are loaded once per worker process and reused by every shard it renders."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return load_models(base_model, heads, prior, device=device)
@@ -77,7 +77,7 @@ def render_shard_task(
 ) -> str:
     """Render and atomically write one shard; returns its path."""
     spec = read_spec(spec_path)
-    models = _models(base_model, heads, prior if variant_uses_prior(spec, variant) else None)
+    models = cached_models(base_model, heads, prior if variant_uses_prior(spec, variant) else None)
     n = len(spec.shard_indices(shard))
     with tqdm(total=n, desc=f"{variant} shard {shard:05d}", leave=False) as bar:
         path = render_shard(
