@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +26,6 @@ from dag_core.errors import DagError
 from dag_core.nyu import read_densedepth
 from dag_core.shards import Sample, write_dataset
 
-NYU_TEST50 = Path(
-    os.environ.get("DAG_NYU_TEST50")
-    or Path(__file__).resolve().parents[2] / "shared/data/nyu2_test50"
-)
 NORM = DepthNorm(min_depth=0.25, max_depth=10.0)
 CONFIG = DownstreamConfig(channels=(8, 16), steps=80, batch_size=8, lr=1e-2, seed=3)
 
@@ -192,9 +187,9 @@ def test_predict_depth_returns_input_size(trained) -> None:
         predict_depth(model, rgb.astype(np.float32), NORM, 32)
 
 
-def test_evaluate_on_real_nyu_pairs(trained) -> None:
+def test_evaluate_on_real_nyu_pairs(trained, nyu_test50_dir: Path) -> None:
     model, _ = trained
-    pairs = read_densedepth(NYU_TEST50)[:3]
+    pairs = read_densedepth(nyu_test50_dir)[:3]
     assert pairs[0].depth.shape == (480, 640)
     result = evaluate(model, pairs, NORM, CONFIG.resolution, eigen_crop=True)
     assert result["count"] == 3
