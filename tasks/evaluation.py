@@ -73,26 +73,16 @@ def fit_depth_net(
     return out_dir
 
 
-def _images_and_ids(directory: str | Path, limit: int | None) -> tuple[np.ndarray, list[str]]:
-    rgb, ids = [], []
+def _images(directory: str | Path, limit: int | None) -> np.ndarray:
+    """The first ``limit`` (default: all) images of a shard dataset, uint8 (N, H, W, 3)."""
+    rgb = []
     for s in read_samples(directory, columns=["rgb"]):
         rgb.append(s.rgb)
-        ids.append(s.id)
         if limit is not None and len(rgb) == limit:
             break
     if not rgb:
         raise DagError(f"no images in {directory}")
-    return np.stack(rgb), ids
-
-
-def _estimate(model_dir: str, rgb: np.ndarray) -> np.ndarray:
-    model, cfg, norm = load_depth_net(model_dir)
-    return np.concatenate(
-        [
-            predict_depth(model, rgb[i : i + 64], norm, cfg.resolution)
-            for i in range(0, len(rgb), 64)
-        ]
-    )
+    return np.stack(rgb)
 
 
 @stage_task
@@ -113,7 +103,7 @@ def compute_dfid(
     ref = _Reference(real, estimator, name, batch_size, max_samples)
     results: dict[str, Any] = {"extractor": name, "n_real": ref.n, "variants": {}}
     for variant in variants:
-        rgb, _ = _images_and_ids(Path(synthetic) / variant, max_samples)
+        rgb = _images(Path(synthetic) / variant, max_samples)
         row = {**ref.score(rgb), "n": len(rgb)}
         results["variants"][variant] = row
         logger.info("%s: %s", variant, row)
@@ -181,7 +171,7 @@ def dfid_sweep(
             path = render_shard(
                 models, spec, variant, 0, Path(tmp) / variant, batch_size=sample_batch
             )
-            rgb, _ = _images_and_ids(path.parent, None)
+            rgb = _images(path.parent, None)
             rows.append({"w": w, **ref.score(rgb)})
             logger.info("sweep %s", rows[-1])
     _write_sweep(plots_file, rows)
@@ -194,17 +184,22 @@ class _Reference:
     def __init__(
         self, real: str, estimator: str, extractor: str, batch_size: int, limit: int | None
     ):
-        _, _, norm = load_depth_net(estimator)
-        self.estimator, self.kw = estimator, {"batch_size": batch_size, "extractor": extractor}
-        self.depth_range = {"min_depth": norm.min_depth, "max_depth": norm.max_depth}
-        rgb, _ = _images_and_ids(real, limit)
+        self.net, net_config, self.norm = load_depth_net(estimator)  # loaded once, reused
+        self.resolution = net_config.resolution
+        self.kw = {"batch_size": batch_size, "extractor": extractor}
+        rgb = _images(real, limit)
         self.n = len(rgb)
         self.image_stats = fid_statistics(rgb, **self.kw)
         self.depth_stats = self.depth_statistics(rgb)
 
     def depth_statistics(self, rgb: np.ndarray) -> dict[str, np.ndarray]:
-        depth = _estimate(self.estimator, rgb)
-        return fid_statistics(depth_to_rgb8(depth, **self.depth_range), **self.kw)
+        """Statistics of the reference estimator's depth for ``rgb``, in chunks of 64 images."""
+        chunks = [rgb[i : i + 64] for i in range(0, len(rgb), 64)]
+        depth = np.concatenate(
+            [predict_depth(self.net, c, self.norm, self.resolution) for c in chunks]
+        )
+        lo, hi = self.norm.min_depth, self.norm.max_depth
+        return fid_statistics(depth_to_rgb8(depth, min_depth=lo, max_depth=hi), **self.kw)
 
     def score(self, rgb: np.ndarray) -> dict[str, float]:
         """dFID and FID of generated images against the real set."""
