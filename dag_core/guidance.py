@@ -13,19 +13,12 @@ The paper's update is
 
     x_{t−1} ~ N(μ_θ(x_t) − w_dc ∇_{x_t} L_dc − w_dp ∇_{x_t} L_dp, Σ_θ).
 
-It is expressed here independently of the sampler: with shift = ∇_{x_t}(w_dc L_dc + w_dp L_dp),
-
-    x_prev = scheduler.step(ε_θ, t, x_t, generator=...).prev_sample − shift.
-
-For DDPM ``prev_sample`` is μ_θ(x_t) + σ_t z, so subtracting the shift afterwards is exactly the
-paper's update (the noise is added after the mean, and Gaussian noise commutes with a shift of the
-mean). For DDIM it shifts the deterministic update by the same amount.
-
-Normalisation of the losses: the paper writes squared L2 norms without stating a reduction. Both
-losses here are the per-sample MEAN over pixels, so a scale w means the same thing whatever the
-head or prior resolution (a sum over R² pixels would multiply every gradient by R²). The paper's
-w = 40 is the default for both scales; it was tuned on the paper's models, so treat it as a
-starting point for the mean-reduced losses rather than a calibrated constant.
+:class:`DepthGuidance` returns the guidance gradient g = ∇_{x_t} Σ_b (w_dc L_dc + w_dp L_dp) with ε;
+how g moves the sample — and whether the losses are summed over pixels as the paper's ‖·‖²₂ or
+averaged — is the ``scale_mode`` (:mod:`dag_core.strength`): ``paper`` treats g as an external
+classifier's gradient (guided-diffusion: DDPM mean − Σ_t g, DDIM ε + √(1−ᾱ_t) g, summed losses),
+``mean`` subtracts g from the scheduler's output (per-pixel mean losses, no Σ_t). The sampler
+applies it (:func:`dag_core.strength.guided_step`), so guidance stays sampler-agnostic.
 """
 
 from __future__ import annotations
@@ -42,11 +35,22 @@ from dag_core.errors import DagError
 from dag_core.features import FeatureExtractor
 from dag_core.heads import DepthHeads
 from dag_core.prior import DepthPrior
+from dag_core.strength import check_scale_mode, loss_reduction
 
 
-def dcg_loss(d_strong: torch.Tensor, d_weak: torch.Tensor) -> torch.Tensor:
-    """Depth consistency loss L_dc = ‖sg(d^S_t) − d^W_t‖², per sample, mean over pixels → (B,).
+def _reduce(per_pixel: torch.Tensor, reduction: str) -> torch.Tensor:
+    flat = per_pixel.flatten(1)
+    if reduction == "mean":
+        return flat.mean(dim=1)
+    if reduction == "sum":
+        return flat.sum(dim=1)
+    raise DagError(f"loss reduction must be 'mean' or 'sum', got {reduction!r}")
 
+
+def dcg_loss(d_strong: torch.Tensor, d_weak: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Depth consistency loss L_dc = ‖sg(d^S_t) − d^W_t‖², per sample → (B,).
+
+    ``reduction``: ``sum`` over pixels (the paper's squared L2 norm) or ``mean`` over pixels.
     The strong estimate is detached (stop-gradient): only the weak head's path is pushed towards
     the strong one, so the gradient w.r.t. x_t flows through d^W_t alone.
     """
@@ -54,17 +58,22 @@ def dcg_loss(d_strong: torch.Tensor, d_weak: torch.Tensor) -> torch.Tensor:
         raise DagError(
             f"strong and weak depth shapes differ: {tuple(d_strong.shape)} vs {tuple(d_weak.shape)}"
         )
-    return (d_strong.detach() - d_weak).pow(2).flatten(1).mean(dim=1)
+    return _reduce((d_strong.detach() - d_weak).pow(2), reduction)
 
 
 def dpg_loss(
-    prior: DepthPrior, d_strong: torch.Tensor, tau: torch.Tensor, noise: torch.Tensor
+    prior: DepthPrior,
+    d_strong: torch.Tensor,
+    tau: torch.Tensor,
+    noise: torch.Tensor,
+    reduction: str = "mean",
 ) -> torch.Tensor:
-    """Depth prior loss L_dp = ‖η − ε_φ(√ᾱ_τ d^S_t + √(1−ᾱ_τ) η, τ)‖², per sample, mean → (B,).
+    """Depth prior loss L_dp = ‖η − ε_φ(√ᾱ_τ d^S_t + √(1−ᾱ_τ) η, τ)‖², per sample → (B,).
 
     d^S_t (B,1,R,R) is resized (bilinear, antialiased) to the prior's resolution r and noised by
     ``prior.scheduler.add_noise`` with ``noise`` η (B,1,r,r) at the per-sample level ``tau`` (B,).
-    The prior is frozen; the gradient flows through d^S_t.
+    The prior is frozen; the gradient flows through d^S_t. ``reduction``: ``sum`` or ``mean``
+    over the prior's r² pixels.
     """
     r = prior.resolution
     b = d_strong.shape[0]
@@ -81,7 +90,7 @@ def dpg_loss(
     tau = tau.to(device=d_strong.device, dtype=torch.long)
     noisy = prior.scheduler.add_noise(d_strong, noise.to(d_strong), tau)
     pred = prior.unet(noisy, tau).sample
-    return (noise.to(pred) - pred).pow(2).flatten(1).mean(dim=1)
+    return _reduce((noise.to(pred) - pred).pow(2), reduction)
 
 
 def _check_scale(name: str, value: float) -> None:
@@ -97,7 +106,10 @@ class GuidanceConfig:
     per sample uniformly in [tau_min, tau_max] (inclusive; a moderate range where ε_φ sees the
     depth's structure but is not asked to denoise nearly clean maps). ``window`` = (lo, hi):
     guidance is applied only when t/T ∈ [lo, hi] (t/T ≈ 1 is pure noise). ``grad_clip`` bounds the
-    per-sample L2 norm of the total shift; ``nan_guard`` zeroes non-finite shifts per sample.
+    per-sample L2 norm of the guidance gradient g; ``nan_guard`` zeroes non-finite ones per
+    sample. ``scale_mode`` says what w means (:mod:`dag_core.strength`): ``paper`` (summed losses,
+    g scaled by Σ_t / folded into ε as classifier guidance) or ``mean`` (per-pixel mean losses,
+    g subtracted as is).
     """
 
     w_dc: float = 40.0
@@ -108,8 +120,10 @@ class GuidanceConfig:
     window: tuple[float, float] = (0.0, 1.0)
     grad_clip: float | None = None
     nan_guard: bool = True
+    scale_mode: str = "mean"
 
     def __post_init__(self) -> None:
+        check_scale_mode(self.scale_mode)
         _check_scale("w_dc", self.w_dc)
         _check_scale("w_dp", self.w_dp)
         if isinstance(self.tau, str):
@@ -163,11 +177,13 @@ class GuidanceConfig:
 
 @dataclass
 class GuidedStep:
-    """One guided denoiser evaluation: detached ε, the shift to subtract (None when inactive),
-    per-sample losses (each (B,)) and the strong head's normalised depth d^S_t (detached)."""
+    """One guided denoiser evaluation: detached ε, the guidance gradient
+    g = ∇_{x_t} Σ_b (w_dc L_dc + w_dp L_dp) (None when inactive; applied by
+    :func:`dag_core.strength.guided_step`), per-sample losses (each (B,)) and the strong head's
+    normalised depth d^S_t (detached)."""
 
     eps: torch.Tensor
-    shift: torch.Tensor | None
+    grad: torch.Tensor | None
     losses: dict[str, torch.Tensor]
     depth_strong: torch.Tensor
 
@@ -184,7 +200,7 @@ def _timesteps(t: int | torch.Tensor, batch: int, device: torch.device) -> torch
 
 
 class DepthGuidance:
-    """The paper's depth-guided denoiser: ε_θ plus the DCG/DPG shift for one sampling step.
+    """The paper's depth-guided denoiser: ε_θ plus the DCG/DPG gradient for one sampling step.
 
     The heads are put in eval mode (they are frozen predictors here). The window is read against
     the base model's T, taken from ``heads.num_train_timesteps``.
@@ -233,7 +249,7 @@ class DepthGuidance:
         t: int | torch.Tensor,
         generator: list[torch.Generator] | None = None,
     ) -> GuidedStep:
-        """Evaluate ε_θ(x_t, t) and, when active, shift = ∇_{x_t} Σ_b (w_dc L_dc + w_dp L_dp).
+        """Evaluate ε_θ(x_t, t) and, when active, g = ∇_{x_t} Σ_b (w_dc L_dc + w_dp L_dp).
 
         ``generator`` (one per sample) draws τ and η for DPG, so results do not depend on batching.
         """
@@ -246,7 +262,7 @@ class DepthGuidance:
                 with torch.no_grad():
                     eps, features = extractor(x_t, t_batch)
                     d_strong, _ = self.heads(features, t_batch)
-                return GuidedStep(eps=eps, shift=None, losses={}, depth_strong=d_strong)
+                return GuidedStep(eps=eps, grad=None, losses={}, depth_strong=d_strong)
             with torch.enable_grad():
                 x = x_t.detach().requires_grad_(True)
                 eps, features = extractor(x, t_batch)
@@ -255,7 +271,7 @@ class DepthGuidance:
                 (grad,) = torch.autograd.grad(total.sum(), x)
         return GuidedStep(
             eps=eps.detach(),
-            shift=self._postprocess(grad, total, losses),
+            grad=self._postprocess(grad, total, losses),
             losses=losses,
             depth_strong=d_strong.detach(),
         )
@@ -267,11 +283,12 @@ class DepthGuidance:
         generator: list[torch.Generator] | None,
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         cfg = self.config
+        reduction = loss_reduction(cfg.scale_mode)
         batch = d_strong.shape[0]
         total = d_strong.new_zeros(batch)
         losses: dict[str, torch.Tensor] = {}
         if cfg.w_dc > 0:
-            l_dc = dcg_loss(d_strong, d_weak)
+            l_dc = dcg_loss(d_strong, d_weak, reduction)
             total = total + cfg.w_dc * l_dc
             losses["dc"] = l_dc.detach()
         if cfg.w_dp > 0:
@@ -281,7 +298,7 @@ class DepthGuidance:
             noise = randn_tensor(
                 (batch, 1, r, r), generator=generator, device=d_strong.device, dtype=d_strong.dtype
             )
-            l_dp = dpg_loss(self.prior, d_strong, tau, noise)
+            l_dp = dpg_loss(self.prior, d_strong, tau, noise, reduction)
             total = total + cfg.w_dp * l_dp
             losses["dp"] = l_dp.detach()
             losses["tau"] = tau.detach().to(d_strong.dtype)
@@ -290,7 +307,7 @@ class DepthGuidance:
     def _postprocess(
         self, grad: torch.Tensor, total: torch.Tensor, losses: dict[str, torch.Tensor]
     ) -> torch.Tensor:
-        """Per-sample grad norm logging, NaN guard and L2 clipping of the shift (in place)."""
+        """Per-sample grad norm logging, NaN guard and L2 clipping of g (in place)."""
         flat = grad.flatten(1)
         finite = torch.isfinite(flat).all(dim=1) & torch.isfinite(total.detach())
         guard = ~finite if self.config.nan_guard else torch.zeros_like(finite)

@@ -2,9 +2,11 @@
 
 Sample i draws its initial noise and every scheduler noise from its own ``torch.Generator`` seeded
 by ``seeds[i]`` (diffusers' ``randn_tensor`` with a list of generators), so an image depends on its
-seed only, never on how samples were batched. The guided update is
-``x_prev = scheduler.step(ε, t, x_t).prev_sample − shift`` (:mod:`dag_core.guidance`); with all
-guidance scales at 0 the loop is the unguided sampler bit for bit and builds no autograd graph.
+seed only, never on how samples were batched. The guided update applies the guidance gradient
+g of :mod:`dag_core.guidance` under the config's ``scale_mode``
+(:func:`dag_core.strength.guided_step`: paper = classifier-guidance convention, mean =
+``step(ε).prev_sample − g``); with all guidance scales at 0 the loop is the unguided sampler
+bit for bit and builds no autograd graph.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tqdm.auto import tqdm
 from dag_core.errors import DagError
 from dag_core.guidance import DepthGuidance
 from dag_core.heads import DepthHeads, predict_depth
+from dag_core.strength import guided_step
 
 SAMPLERS: dict[str, type[SchedulerMixin]] = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
 
@@ -129,18 +132,16 @@ def sample(
     log: list[dict[str, list[float]]] = []
     for t in timesteps:
         t_batch = t.to(device).long().expand(batch)
-        shift = None
+        grad, mode = None, "mean"
         if guidance is not None:
             step = guidance(x, t_batch, generators)
-            eps, shift = step.eps, step.shift
+            eps, grad, mode = step.eps, step.grad, guidance.config.scale_mode
             log.append({k: v.detach().cpu().tolist() for k, v in step.losses.items()})
         else:
             with torch.no_grad():
                 eps = unet(x, t_batch).sample
         with torch.no_grad():
-            x = scheduler.step(eps, t, x, **step_kwargs).prev_sample
-            if shift is not None:
-                x = x - shift
+            x = guided_step(scheduler, eps, t, x, grad, mode, **step_kwargs)
     images = x.clamp(-1.0, 1.0)
     depth = final_depth(unet, heads, images) if heads is not None else None
     return SampleResult(images=images, depth=depth, losses=log)

@@ -207,9 +207,9 @@ def test_gradient_reaches_x_t(unet, heads, prior) -> None:
     guidance = DepthGuidance(unet, heads, prior, GuidanceConfig())
     x = _x()
     step = guidance(x, torch.tensor(500), _gens([1, 2]))
-    assert step.shift is not None and step.shift.shape == x.shape
-    assert torch.isfinite(step.shift).all()
-    assert (step.shift.flatten(1).norm(dim=1) > 0).all()
+    assert step.grad is not None and step.grad.shape == x.shape
+    assert torch.isfinite(step.grad).all()
+    assert (step.grad.flatten(1).norm(dim=1) > 0).all()
     assert not step.eps.requires_grad and step.eps.grad_fn is None
     assert not step.depth_strong.requires_grad and step.depth_strong.shape == (2, 1, 8, 8)
     with torch.no_grad():
@@ -222,20 +222,20 @@ def test_gradient_reaches_x_t(unet, heads, prior) -> None:
     assert not x.requires_grad  # the caller's tensor is untouched
 
 
-def test_shift_is_linear_in_the_scale(unet, heads) -> None:
+def test_grad_is_linear_in_the_scale(unet, heads) -> None:
     x, t = _x(), torch.tensor(300)
     one = DepthGuidance(unet, heads, None, GuidanceConfig(w_dc=10.0, w_dp=0.0))(x, t)
     two = DepthGuidance(unet, heads, None, GuidanceConfig(w_dc=20.0, w_dp=0.0))(x, t)
     assert set(one.losses) == {"dc", "total", "grad_norm", "nan_guarded"}
-    assert torch.allclose(two.shift, 2 * one.shift, rtol=1e-4, atol=1e-9)
+    assert torch.allclose(two.grad, 2 * one.grad, rtol=1e-4, atol=1e-9)
 
 
-def test_shift_is_per_sample(unet, heads, prior) -> None:
+def test_grad_is_per_sample(unet, heads, prior) -> None:
     guidance = DepthGuidance(unet, heads, prior, GuidanceConfig(tau="random"))
     x, t = _x(3), torch.tensor(700)
     both = guidance(x, t, _gens([4, 5, 6]))
     alone = guidance(x[1:2], t, _gens([5]))
-    assert torch.allclose(both.shift[1:2], alone.shift, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(both.grad[1:2], alone.grad, rtol=1e-4, atol=1e-6)
     assert torch.equal(both.losses["tau"][1:2], alone.losses["tau"])
 
 
@@ -248,43 +248,43 @@ def test_window_and_disabled(unet, heads, prior) -> None:
     x = _x()
     late = DepthGuidance(unet, heads, prior, GuidanceConfig(window=(0.0, 0.5)))
     outside = late(x, torch.tensor(700), _gens([1, 2]))
-    assert outside.shift is None and outside.losses == {}
+    assert outside.grad is None and outside.losses == {}
     assert outside.eps.grad_fn is None
     with torch.no_grad():
         assert torch.equal(outside.eps, unet(x, torch.tensor([700, 700])).sample)
-    assert late(x, torch.tensor(300), _gens([1, 2])).shift is not None
+    assert late(x, torch.tensor(300), _gens([1, 2])).grad is not None
     off = DepthGuidance(unet, heads, None, GuidanceConfig(w_dc=0.0, w_dp=0.0))
     step = off(x, torch.tensor(300))
-    assert step.shift is None and step.depth_strong.shape == (2, 1, 8, 8)
+    assert step.grad is None and step.depth_strong.shape == (2, 1, 8, 8)
 
 
 @pytest.mark.parametrize("nan_guard", [True, False])
 def test_nan_guard(unet, heads, monkeypatch: pytest.MonkeyPatch, nan_guard: bool) -> None:
     real = guidance_module.dcg_loss
 
-    def poisoned(d_s: torch.Tensor, d_w: torch.Tensor) -> torch.Tensor:
-        return real(d_s, d_w) * torch.tensor([float("nan"), 1.0])
+    def poisoned(d_s: torch.Tensor, d_w: torch.Tensor, *rest: str) -> torch.Tensor:
+        return real(d_s, d_w, *rest) * torch.tensor([float("nan"), 1.0])
 
     monkeypatch.setattr(guidance_module, "dcg_loss", poisoned)
     config = GuidanceConfig(w_dc=1.0, w_dp=0.0, nan_guard=nan_guard)
     step = DepthGuidance(unet, heads, None, config)(_x(), 200)
     if nan_guard:
-        assert torch.equal(step.shift[0], torch.zeros_like(step.shift[0]))
+        assert torch.equal(step.grad[0], torch.zeros_like(step.grad[0]))
         assert torch.equal(step.losses["nan_guarded"], torch.tensor([1.0, 0.0]))
     else:
-        assert torch.isnan(step.shift[0]).all()
+        assert torch.isnan(step.grad[0]).all()
         assert torch.equal(step.losses["nan_guarded"], torch.zeros(2))
-    assert torch.isfinite(step.shift[1]).all() and step.shift[1].abs().sum() > 0
+    assert torch.isfinite(step.grad[1]).all() and step.grad[1].abs().sum() > 0
 
 
 def test_grad_clip(unet, heads) -> None:
     x = _x()
     free = DepthGuidance(unet, heads, None, GuidanceConfig(w_dp=0.0))(x, 200)
-    norms = free.shift.flatten(1).norm(dim=1)
+    norms = free.grad.flatten(1).norm(dim=1)
     clip = float(norms.min()) / 2
     clipped = DepthGuidance(unet, heads, None, GuidanceConfig(w_dp=0.0, grad_clip=clip))(x, 200)
-    assert torch.allclose(clipped.shift.flatten(1).norm(dim=1), torch.full((2,), clip), rtol=1e-4)
-    cos = F.cosine_similarity(clipped.shift.flatten(1), free.shift.flatten(1), dim=1)
+    assert torch.allclose(clipped.grad.flatten(1).norm(dim=1), torch.full((2,), clip), rtol=1e-4)
+    cos = F.cosine_similarity(clipped.grad.flatten(1), free.grad.flatten(1), dim=1)
     assert torch.allclose(cos, torch.ones(2), atol=1e-5)
     assert torch.allclose(clipped.losses["grad_norm"], norms)  # logged before clipping
 
