@@ -1,0 +1,89 @@
+"""Effects with uncertainty: bootstrap FID (fast path = torch-fidelity), paired CIs, consistency."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dag_core.errors import DagError
+from dag_core.metrics.effect import (
+    Interval,
+    RealFeatures,
+    consistency,
+    fast_fid,
+    fid_bootstrap,
+    fid_value,
+    kid_prc,
+    mean_bootstrap,
+    verdict,
+)
+
+D = 64
+
+
+def _features(n: int, seed: int, shift: float = 0.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, D)) * np.linspace(0.2, 2.0, D) + shift
+
+
+@pytest.fixture(scope="module")
+def real() -> RealFeatures:
+    return RealFeatures(_features(120, 0))
+
+
+@pytest.mark.parametrize("n", [20, 80, 200])  # fewer, about as many and more samples than D
+def test_fast_fid_equals_torch_fidelity(real: RealFeatures, n: int) -> None:
+    gen = _features(n, 1, shift=0.3)
+    assert fast_fid(gen, real) == pytest.approx(fid_value(gen, real), rel=1e-6, abs=1e-6)
+
+
+def test_fid_ci_brackets_the_estimate_and_shrinks_with_n(real: RealFeatures) -> None:
+    small, _ = fid_bootstrap(_features(30, 2, 0.2), real, n_boot=200)
+    large, _ = fid_bootstrap(_features(300, 2, 0.2), real, n_boot=200)
+    for interval in (small, large):
+        assert interval.lo < interval.value < interval.hi
+    assert large.hi - large.lo < small.hi - small.lo
+
+
+def test_paired_difference(real: RealFeatures) -> None:
+    base = _features(60, 3, shift=0.1)
+    far = base + 0.5  # every sample moved away from the real mean
+    _, same = fid_bootstrap(base, real, n_boot=100, paired_with=base)
+    assert same is not None and same.value == 0 and same.lo == 0 and same.hi == 0
+    assert verdict(same) == "no difference"
+    _, worse = fid_bootstrap(far, real, n_boot=100, paired_with=base)
+    assert worse is not None and worse.lo > 0 and verdict(worse) == "higher"
+    with pytest.raises(DagError, match="equal sample counts"):
+        fid_bootstrap(base, real, n_boot=100, paired_with=base[:10])
+
+
+def test_mean_bootstrap_and_verdicts() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=400)
+    shifted = mean_bootstrap(a - 0.5, paired_with=a, n_boot=200)
+    assert shifted.value == pytest.approx(-0.5) and shifted.hi < 0 and verdict(shifted) == "lower"
+    noise = mean_bootstrap(rng.normal(size=50), n_boot=200)
+    assert noise.lo < 0 < noise.hi and verdict(noise) == "no difference"
+    assert verdict(Interval(1.0, 0.5, 2.0)) == "higher"
+    with pytest.raises(DagError, match="at least 10 resamples"):
+        mean_bootstrap(a, n_boot=3)
+
+
+def test_consistency_hand_computed() -> None:
+    labels = np.array([[[1.0, 2.0]], [[3.0, 3.0]]])
+    estimates = np.array([[[1.0, 4.0]], [[2.0, 3.0]]])
+    out = consistency(labels, estimates)
+    # sample 0: (0 + 2/4) / 2 = 0.25, ratios 1, 2 → δ 0.5; sample 1: (0.5 + 0) / 2, ratios 1.5, 1
+    assert np.allclose(out["abs_rel"], [0.25, 0.25])
+    assert np.allclose(out["delta1"], [0.5, 0.5])
+    with pytest.raises(DagError, match="positive"):
+        consistency(labels * 0, estimates)
+    with pytest.raises(DagError, match=r"\(N, H, W\)"):
+        consistency(labels[0], estimates[0])
+
+
+def test_kid_and_precision_recall(real: RealFeatures) -> None:
+    close = kid_prc(_features(100, 5), real)
+    far = kid_prc(_features(100, 5, shift=3.0), real)
+    assert far["kid_mean"] > close["kid_mean"] + 3 * close["kid_std"]
+    assert close["precision"] > far["precision"] and close["recall"] > far["recall"]
