@@ -253,3 +253,44 @@ def write_ply(
         fh.write(header.encode("ascii"))
         fh.write(data.tobytes())
     return path
+
+
+SWEEP_PANELS = (
+    ("dfid", "dFID ↓"),
+    ("fid", "FID ↓"),
+    ("consistency_abs_rel", "label vs reference AbsRel ↓"),
+)
+
+
+def sweep_figure(series: Mapping[str, list[Mapping[str, float]]], path: str | Path) -> Path:
+    """dFID, FID and image–label consistency vs guidance scale w (paper Fig. 8), one line per
+    series (scale mode × window), 95 % CIs as error bars; x on a symmetric log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not series:
+        raise DagError("sweep_figure needs at least one series")
+    fig, axes = plt.subplots(1, len(SWEEP_PANELS), figsize=(4.2 * len(SWEEP_PANELS), 3.4))
+    for ax, (key, title) in zip(axes, SWEEP_PANELS, strict=True):
+        for name, rows in series.items():
+            rows = [r for r in rows if key in r]
+            if not rows:
+                continue
+            w = np.array([r["w"] for r in rows])
+            y = np.array([r[key] for r in rows])
+            lo = np.array([r.get(f"{key}_ci_lo", r[key]) for r in rows])
+            hi = np.array([r.get(f"{key}_ci_hi", r[key]) for r in rows])
+            ax.errorbar(w, y, yerr=[y - lo, hi - y], marker="o", capsize=3, label=name)
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlabel("w = w_dc = w_dp")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,20 +1,22 @@
-"""Stage ``dfid``: dFID and FID of every synthetic variant against the real image set.
+"""Stage ``dfid``: dFID, FID and image–label consistency of every synthetic variant, with CIs.
 
 Paper §5: dFID is the FID between depth maps estimated (by one reference estimator) from
 generated images and from real images; lower means more realistic scene geometry. torch-fidelity
-computes both distances on Inception-v3 (2015-12-05) features, offline.
+computes the distances on Inception-v3 (2015-12-05) features, offline. Every number comes with a
+bootstrap 95 % CI over the generated samples, and every variant is compared with
+``reference_variant`` (default ``unguided``; same seeds) by a paired difference with its CI — a
+difference whose CI contains 0 is reported as "no difference" (:mod:`dag_core.metrics.effect`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from prefect import flow
 
 from dag_core.errors import DagError
 from flows._cli import run_stage
-from tasks.evaluation import compute_dfid, dfid_sweep, sweep_from_variants
+from tasks.evaluation import compute_dfid
 
 
 @flow(name="dfid", persist_result=False)
@@ -26,28 +28,35 @@ def dfid(
     extractor: str = "auto",
     batch_size: int = 50,
     max_samples: int | None = None,
+    n_boot: int = 500,
+    reference_variant: str | None = "unguided",
     metrics_file: str = "metrics/dfid.json",
-    sweep: dict[str, Any] | None = None,
-    sweep_file: str = "plots/dfid_sweep.csv",
 ) -> str:
-    """Write ``metrics_file`` with dFID and FID per variant (default: every synthetic variant).
-
-    With ``sweep`` ({scales, num_samples, base_model, heads, prior, sampler, steps, seed, ...})
-    also sample one set per guidance scale and write dFID vs w to ``sweep_file`` (paper Fig. 8);
-    without it ``sweep_file`` holds the variants whose two scales are equal (w = 0, w = 40).
-    """
+    """Write ``metrics_file`` with dFID, FID, KID, P/R and consistency per variant (default:
+    every synthetic variant) and the paired differences to ``reference_variant``."""
     if variants is None:
         root = Path(synthetic)
         if not root.is_dir():
             raise DagError(f"synthetic dataset folder not found: {root}")
         variants = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not isinstance(n_boot, int) or n_boot < 10:
+        raise DagError(f"dfid n_boot must be an int >= 10, got {n_boot!r}")
+    if reference_variant is not None and reference_variant not in variants:
+        raise DagError(
+            f"dfid reference_variant '{reference_variant}' is not among the variants {variants}"
+        )
     compute_dfid(
-        synthetic, variants, real, estimator, extractor, batch_size, max_samples, metrics_file
+        synthetic,
+        variants,
+        real,
+        estimator,
+        extractor,
+        batch_size,
+        max_samples,
+        n_boot,
+        reference_variant,
+        metrics_file,
     )
-    if sweep:
-        dfid_sweep(dict(sweep), real, estimator, extractor, batch_size, sweep_file)
-    else:
-        sweep_from_variants(synthetic, metrics_file, sweep_file)
     return metrics_file
 
 

@@ -21,6 +21,7 @@ from flows.downstream import downstream
 from flows.label_subset import label_subset
 from flows.probe_heads import probe_heads
 from flows.reference import reference
+from flows.sweep import sweep
 from flows.synthesize import synthesize
 from flows.train_heads import train_heads
 from flows.train_prior import train_prior
@@ -34,6 +35,7 @@ STAGES: dict[str, Callable[..., Any]] = {
     "synthesize": synthesize,
     "reference": reference,
     "dfid": dfid,
+    "sweep": sweep,
     "downstream": downstream,
 }
 

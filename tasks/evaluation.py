@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +15,15 @@ from dag_core.downstream import (
     evaluate,
     load_depth_net,
     markdown_table,
-    predict_depth,
     save_depth_net,
     train_depth_net,
 )
 from dag_core.errors import DagError
-from dag_core.metrics.fid import (
-    depth_to_rgb8,
-    fid_from_statistics,
-    fid_statistics,
-    resolve_extractor,
-)
+from dag_core.metrics.effect import CONFIDENCE
+from dag_core.metrics.fid import resolve_extractor
+from dag_core.metrics.scorer import Scorer
 from dag_core.nyu import open_nyu
 from dag_core.shards import Sample, read_samples, write_dataset
-from dag_core.synthesis import SPEC_NAME
 from dag_core.world import iter_scenes
 from tasks import config_from_params, run_logger, stage_task
 
@@ -75,14 +68,35 @@ def fit_depth_net(
 
 def _images(directory: str | Path, limit: int | None) -> np.ndarray:
     """The first ``limit`` (default: all) images of a shard dataset, uint8 (N, H, W, 3)."""
-    rgb = []
-    for s in read_samples(directory, columns=["rgb"]):
+    return _images_and_labels(directory, limit, labels=False)[0]
+
+
+def _images_and_labels(
+    directory: str | Path, limit: int | None, labels: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Images uint8 (N, H, W, 3) and (``labels``) their depth in metres (N, h, w)."""
+    rgb, depth = [], []
+    columns = ["rgb", "depth"] if labels else ["rgb"]
+    for s in read_samples(directory, columns=columns):
         rgb.append(s.rgb)
+        if labels:
+            depth.append(s.depth)
         if limit is not None and len(rgb) == limit:
             break
     if not rgb:
         raise DagError(f"no images in {directory}")
-    return np.stack(rgb)
+    return np.stack(rgb), (np.stack(depth) if labels else None)
+
+
+def scorer(real: str, estimator: str, extractor: str, batch_size: int, n_boot: int) -> Scorer:
+    """The reference set's features and the dFID depth estimator, computed/loaded once."""
+    return Scorer(
+        _images(real, None),
+        estimator,
+        extractor=resolve_extractor(extractor),
+        batch_size=batch_size,
+        n_boot=n_boot,
+    )
 
 
 @stage_task
@@ -94,119 +108,41 @@ def compute_dfid(
     extractor: str,
     batch_size: int,
     max_samples: int | None,
+    n_boot: int,
+    reference_variant: str | None,
     metrics_file: str,
 ) -> str:
-    """dFID (paper §5: FID between depth maps estimated from generated and from real images by
-    the same reference estimator) and image FID, per synthetic variant."""
+    """dFID (paper §5: FID between depth maps estimated by one reference estimator from generated
+    and from real images), FID, KID, precision/recall and image–label consistency per variant,
+    each with a bootstrap 95 % CI; and each variant's paired difference to ``reference_variant``
+    (same seeds) with its CI and a verdict ("no difference" when the CI contains 0)."""
     logger = run_logger()
-    name = resolve_extractor(extractor)
-    ref = _Reference(real, estimator, name, batch_size, max_samples)
-    results: dict[str, Any] = {"extractor": name, "n_real": ref.n, "variants": {}}
-    for variant in variants:
-        rgb = _images(Path(synthetic) / variant, max_samples)
-        row = {**ref.score(rgb), "n": len(rgb)}
+    score = scorer(real, estimator, extractor, batch_size, n_boot)
+    sets = {
+        v: score.features(*_images_and_labels(Path(synthetic) / v, max_samples)) for v in variants
+    }
+    ref = sets.get(reference_variant) if reference_variant else None
+    results: dict[str, Any] = {
+        "extractor": resolve_extractor(extractor),
+        "n_real": score.n_real,
+        "n_boot": n_boot,
+        "confidence": CONFIDENCE,
+        "reference_variant": reference_variant if ref is not None else None,
+        "variants": {},
+        f"vs_{reference_variant}": {},
+    }
+    for variant, gen in sets.items():
+        against = ref if ref is not None and variant != reference_variant else None
+        row, diff = score.summary(gen, against)
         results["variants"][variant] = row
-        logger.info("%s: %s", variant, row)
+        if diff is not None:
+            results[f"vs_{reference_variant}"][variant] = diff
+        logger.info("%s: %s %s", variant, row, diff or "")
+    if not results[f"vs_{reference_variant}"]:
+        del results[f"vs_{reference_variant}"]
     Path(metrics_file).parent.mkdir(parents=True, exist_ok=True)
     Path(metrics_file).write_text(json.dumps(results, indent=2) + "\n")
     return metrics_file
-
-
-def _write_sweep(path: str | Path, rows: list[dict[str, float]]) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["w", "dfid", "fid"])
-        writer.writeheader()
-        writer.writerows(sorted(rows, key=lambda r: r["w"]))
-
-
-@stage_task
-def sweep_from_variants(synthetic: str, metrics_file: str, plots_file: str) -> str:
-    """Without a sweep, dFID vs w from the variants that use one scale w = w_dc = w_dp (e.g.
-    unguided w = 0 and dag w = 40), read from their ``_spec.json``."""
-    scores = json.loads(Path(metrics_file).read_text())["variants"]
-    rows = []
-    for variant, score in scores.items():
-        spec = json.loads((Path(synthetic) / variant / SPEC_NAME).read_text())
-        scales = spec["variants"][variant]
-        w_dc, w_dp = float(scales.get("w_dc", 40.0)), float(scales.get("w_dp", 40.0))
-        if w_dc == w_dp:
-            rows.append({"w": w_dc, "dfid": score["dfid"], "fid": score["fid"]})
-    _write_sweep(plots_file, rows)
-    return plots_file
-
-
-@stage_task
-def dfid_sweep(
-    sweep: dict[str, Any],
-    real: str,
-    estimator: str,
-    extractor: str,
-    batch_size: int,
-    plots_file: str,
-) -> str:
-    """dFID vs guidance scale w = w_dc = w_dp (paper Fig. 8): sample ``num_samples`` per scale
-    with the same seeds, estimate depth, compare with the real set; one CSV row per scale."""
-    from dag_core.synthesis import SynthesisSpec, render_shard
-    from tasks.synthesize import cached_models
-
-    logger = run_logger()
-    cfg = dict(sweep)
-    scales = [float(w) for w in cfg.pop("scales")]
-    n = int(cfg.pop("num_samples", 64))
-    models = cached_models(cfg.pop("base_model"), cfg.pop("heads"), cfg.pop("prior"))
-    sample_batch = int(cfg.pop("batch_size", 16))
-    guidance = cfg.pop("guidance", {})
-    ref = _Reference(real, estimator, resolve_extractor(extractor), batch_size, None)
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for w in scales:
-            variant = f"w{w:g}"
-            spec = SynthesisSpec(
-                num_samples=n,
-                shard_size=n,
-                variants={variant: {**guidance, "w_dc": w, "w_dp": w}},
-                **cfg,
-            )
-            path = render_shard(
-                models, spec, variant, 0, Path(tmp) / variant, batch_size=sample_batch
-            )
-            rgb = _images(path.parent, None)
-            rows.append({"w": w, **ref.score(rgb)})
-            logger.info("sweep %s", rows[-1])
-    _write_sweep(plots_file, rows)
-    return plots_file
-
-
-class _Reference:
-    """Inception statistics of the real images and of their estimated depth, computed once."""
-
-    def __init__(
-        self, real: str, estimator: str, extractor: str, batch_size: int, limit: int | None
-    ):
-        self.net, net_config, self.norm = load_depth_net(estimator)  # loaded once, reused
-        self.resolution = net_config.resolution
-        self.kw = {"batch_size": batch_size, "extractor": extractor}
-        rgb = _images(real, limit)
-        self.n = len(rgb)
-        self.image_stats = fid_statistics(rgb, **self.kw)
-        self.depth_stats = self.depth_statistics(rgb)
-
-    def depth_statistics(self, rgb: np.ndarray) -> dict[str, np.ndarray]:
-        """Statistics of the reference estimator's depth for ``rgb``, in chunks of 64 images."""
-        chunks = [rgb[i : i + 64] for i in range(0, len(rgb), 64)]
-        depth = np.concatenate(
-            [predict_depth(self.net, c, self.norm, self.resolution) for c in chunks]
-        )
-        lo, hi = self.norm.min_depth, self.norm.max_depth
-        return fid_statistics(depth_to_rgb8(depth, min_depth=lo, max_depth=hi), **self.kw)
-
-    def score(self, rgb: np.ndarray) -> dict[str, float]:
-        """dFID and FID of generated images against the real set."""
-        return {
-            "dfid": fid_from_statistics(self.depth_statistics(rgb), self.depth_stats),
-            "fid": fid_from_statistics(fid_statistics(rgb, **self.kw), self.image_stats),
-        }
 
 
 def _world_test_pairs(directory: str) -> list[tuple[np.ndarray, np.ndarray]]:

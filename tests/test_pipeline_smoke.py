@@ -53,9 +53,17 @@ def test_dvc_repro_smoke_profile(tmp_path: Path, api: str, nyu_test50_dir: Path)
     dfid = json.loads((project / "metrics/dfid.json").read_text())
     assert dfid["extractor"] and set(dfid["variants"]) == {"unguided", "dag"}
     for row in dfid["variants"].values():
-        assert row["dfid"] >= 0 and row["fid"] >= 0
-    sweep = (project / "plots/dfid_sweep.csv").read_text().splitlines()
-    assert sweep[0] == "w,dfid,fid" and [r.split(",")[0] for r in sweep[1:]] == ["0.0", "40.0"]
+        assert row["dfid"] >= 0 and row["fid"] >= 0 and row["n"] == 4
+        assert row["dfid_ci_lo"] <= row["dfid"] <= row["dfid_ci_hi"]
+        assert row["consistency_abs_rel"] >= 0 and 0 <= row["consistency_delta1"] <= 1
+    diff = dfid["vs_unguided"]["dag"]
+    assert diff["dfid_verdict"] in {"lower", "higher", "no difference"}
+    assert diff["consistency_abs_rel_diff_ci_lo"] <= diff["consistency_abs_rel_diff_ci_hi"]
+    for mode in ("paper", "mean"):
+        rows = (project / f"plots/sweep/{mode}_0-1.csv").read_text().splitlines()
+        assert rows[0].startswith("w,dfid,dfid_ci_lo,dfid_ci_hi,fid")
+        assert [r.split(",")[0] for r in rows[1:]] == ["0.0", "40.0"]
+    assert (project / "plots/sweep.png").stat().st_size > 1000
     down = json.loads((project / "metrics/downstream.json").read_text())
     assert set(down["world"]) == {"labelled", "unguided", "dag"}
     assert set(down["nyu"]) == {"labelled", "unguided", "dag"}

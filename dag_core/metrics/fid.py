@@ -205,14 +205,13 @@ def fid(
     return float(metrics[FID_KEY])
 
 
-def fid_statistics(
+def inception_features(
     images: np.ndarray | torch.Tensor, *, batch_size: int = 50, extractor: str = "auto"
-) -> dict[str, np.ndarray]:
-    """Inception feature statistics {mu, sigma} of one image set, by torch-fidelity's own code.
+) -> np.ndarray:
+    """Inception-v3 pool features (N, 2048) float64 of uint8 images, by torch-fidelity's loop.
 
-    For comparing many sets with one reference (every synthetic variant against the same real
-    set), compute the reference once and combine with :func:`fid_from_statistics`; the result
-    equals :func:`fid` of the two sets.
+    The raw features behind :func:`fid_statistics`; bootstrap CIs, KID and precision/recall
+    (:mod:`dag_core.metrics.effect`) need them.
     """
     name, kwargs = _extractor_settings(batch_size, extractor)
     cuda = torch.cuda.is_available()
@@ -225,7 +224,20 @@ def fid_statistics(
         True,
         False,
     )
-    return fid_featuresdict_to_statistics(features, FID_FEATURE)
+    return features[FID_FEATURE].cpu().numpy().astype(np.float64)
+
+
+def fid_statistics(
+    images: np.ndarray | torch.Tensor, *, batch_size: int = 50, extractor: str = "auto"
+) -> dict[str, np.ndarray]:
+    """Inception feature statistics {mu, sigma} of one image set, by torch-fidelity's own code.
+
+    For comparing many sets with one reference (every synthetic variant against the same real
+    set), compute the reference once and combine with :func:`fid_from_statistics`; the result
+    equals :func:`fid` of the two sets.
+    """
+    features = inception_features(images, batch_size=batch_size, extractor=extractor)
+    return fid_featuresdict_to_statistics({FID_FEATURE: torch.from_numpy(features)}, FID_FEATURE)
 
 
 def fid_from_statistics(stats_a: dict[str, np.ndarray], stats_b: dict[str, np.ndarray]) -> float:
