@@ -34,6 +34,8 @@ from dag_core.unet_configs import CHURCH_256_SCHEDULER, church_like_config
 
 #: Written by stage ``base_model`` when a pretrained model is pinned instead of trained.
 POINTER_FILE = "pretrained.json"
+#: dtypes a trained base model may be saved in (:attr:`TrainConfig.weights_dtype`).
+WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 @dataclass
@@ -137,7 +139,7 @@ def load_base_model(path_or_id: str | Path, *, device: str | torch.device = "cpu
             scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
         else:
             scheduler = DDPMScheduler.from_config(CHURCH_256_SCHEDULER)
-        return BaseModel(unet.to(device), scheduler, str(folder))
+        return BaseModel(unet.float().to(device), scheduler, str(folder))
     text = str(path_or_id)
     if _is_missing_local(text):
         raise DagError(f"base model folder not found: {text}")
@@ -152,7 +154,7 @@ def load_base_model(path_or_id: str | Path, *, device: str | torch.device = "cpu
             f"cannot load base model '{text}' (no such local folder; hub download failed: "
             f"{exc.__class__.__name__})"
         ) from None
-    return BaseModel(unet.to(device), scheduler, text)
+    return BaseModel(unet.float().to(device), scheduler, text)
 
 
 def model_resolution(path_or_id: str | Path) -> int:
@@ -217,6 +219,9 @@ class TrainConfig:
     num_train_timesteps: int = 1000
     preview_samples: int = 16
     preview_steps: int = 50
+    #: dtype of the saved weights: float16 halves the file (the shipped embedded model); loading
+    #: always casts to float32, so the hash and every later stage see the same numbers.
+    weights_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
@@ -234,6 +239,11 @@ class TrainConfig:
             raise DagError(
                 f"base model needs lr > 0, 0 <= ema_decay < 1, warmup >= 0; got lr={self.lr}, "
                 f"ema_decay={self.ema_decay}, warmup={self.warmup}"
+            )
+        if self.weights_dtype not in WEIGHT_DTYPES:
+            raise DagError(
+                f"base model weights_dtype must be one of {', '.join(WEIGHT_DTYPES)}, "
+                f"got {self.weights_dtype!r}"
             )
         if self.preview_samples < 0:
             raise DagError(f"base model preview_samples must be >= 0, got {self.preview_samples}")
@@ -304,8 +314,11 @@ def train_base_model(
                 f"({time.monotonic() - start:.0f}s)"
             )
     ema.copy_to(unet.parameters())
+    unet.eval()
     out.mkdir(parents=True, exist_ok=True)
-    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(out, safe_serialization=True)
+    saved = unet.to(WEIGHT_DTYPES[config.weights_dtype])
+    DDPMPipeline(unet=saved, scheduler=scheduler).save_pretrained(out, safe_serialization=True)
+    unet = saved.float()  # previews from the weights as saved (and reloaded)
     with (out / "train_log.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["step", "loss"])
         writer.writeheader()

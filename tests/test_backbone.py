@@ -12,6 +12,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from PIL import Image
+from safetensors import safe_open
 
 from dag_core.backbone import (
     POINTER_FILE,
@@ -208,7 +209,13 @@ def test_hub_id_offline_is_one_line_error(monkeypatch):
 
 @pytest.mark.parametrize(
     "bad",
-    [{"resolution": 48}, {"channels": (8, 8, 16)}, {"channels": (8, 8, 16, 16, 16, 12)}, {"lr": 0}],
+    [
+        {"resolution": 48},
+        {"channels": (8, 8, 16)},
+        {"channels": (8, 8, 16, 16, 16, 12)},
+        {"lr": 0},
+        {"weights_dtype": "bfloat8"},
+    ],
 )
 def test_bad_train_config(bad):
     with pytest.raises(DagError):
@@ -220,3 +227,39 @@ def test_bad_batches_are_rejected(tmp_path):
     with pytest.raises(DagError) as exc:
         train_base_model(lambda step: torch.zeros(2, 32, 32, 3), tmp_path, config, log=print)
     assert "(2, 32, 32, 3)" in str(exc.value)
+
+
+def test_float16_weights_halve_the_file_and_load_as_float32(tmp_path, trained):
+    half = train_tiny(tmp_path / "half", weights_dtype="float16", preview_samples=0)
+    weights = "unet/diffusion_pytorch_model.safetensors"
+    with safe_open(str(half / weights), "pt") as fh:
+        assert {fh.get_tensor(k).dtype for k in fh.keys()} == {torch.float16}  # noqa: SIM118
+    assert (half / weights).stat().st_size < 0.6 * (trained / weights).stat().st_size
+    model = load_base_model(half)
+    assert {p.dtype for p in model.unet.parameters()} == {torch.float32}
+    full = load_base_model(trained)
+    for (name, a), (_, b) in zip(
+        model.unet.state_dict().items(), full.unet.state_dict().items(), strict=True
+    ):
+        assert torch.allclose(a, b, atol=2e-3 * (1 + b.abs().max().item())), name
+
+
+EMBEDDED = Path(__file__).resolve().parents[1] / "dag_core" / "embedded" / "world-ddpm-32"
+
+
+def test_shipped_embedded_model_is_pinned_by_the_default_params():
+    """The pretrained world DDPM ships in the repo (fp16, <= 8 MB) and params.yaml pins it."""
+    import yaml
+
+    weights = EMBEDDED / "unet" / "diffusion_pytorch_model.safetensors"
+    assert weights.stat().st_size <= 8_000_000
+    for name in ("train_log.csv", "train_config.json", "samples.png", "README.md"):
+        assert (EMBEDDED / name).is_file(), name
+    params = yaml.safe_load((EMBEDDED.parents[2] / "params.yaml").read_text())
+    assert Path(params["base_model"]["pretrained"]) == EMBEDDED.relative_to(EMBEDDED.parents[2])
+    model = load_base_model(EMBEDDED)
+    assert model.resolution == 32 and {2, 4, 5, 6, 7} <= {
+        layer.index for layer in decoder_layers(model.unet)
+    }
+    recorded = json.loads((EMBEDDED / "train_config.json").read_text())
+    assert recorded["weights_dtype"] == "float16" and recorded["steps"] >= 1000

@@ -1,0 +1,36 @@
+"""Sweep stage helpers and the dfid stage's new checks (bad settings fail before any sampling)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dag_core.errors import DagError
+from flows.dfid import dfid
+from tasks.sweep import check_sweep, series_name
+
+
+def test_series_name() -> None:
+    assert series_name("paper", [0.0, 0.6]) == "paper_0-0.6"
+    assert series_name("mean", (0.25, 1)) == "mean_0.25-1"
+
+
+@pytest.mark.parametrize(
+    ("modes", "scales", "windows", "n", "match"),
+    [
+        (["classifier"], [0, 40], [[0, 1]], 8, "scale_mode"),
+        (["paper"], [-1], [[0, 1]], 8, "w_dc"),
+        (["paper"], [40], [[0.7, 0.2]], 8, "window"),
+        (["paper"], [40], [[0, 1]], 1, "num_samples"),
+        ([], [40], [[0, 1]], 8, "at least one mode"),
+    ],
+)
+def test_bad_sweeps_fail_before_sampling(modes, scales, windows, n, match) -> None:
+    with pytest.raises(DagError, match=match):
+        check_sweep(modes, scales, windows, n)
+
+
+def test_dfid_checks_reference_variant_and_n_boot(tmp_path) -> None:
+    with pytest.raises(DagError, match="reference_variant 'ungided'"):
+        dfid.fn(synthetic=str(tmp_path), variants=["unguided", "dag"], reference_variant="ungided")
+    with pytest.raises(DagError, match="n_boot"):
+        dfid.fn(synthetic=str(tmp_path), variants=["unguided"], n_boot=3)
