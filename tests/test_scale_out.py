@@ -16,11 +16,13 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -198,71 +200,111 @@ def test_work_pool_deployment_matches_local_run(
     assert not _alive(seen | {worker.pid}), "worker processes outlived `prefect worker start`"
 
 
-@pytest.fixture
-def dask_cluster(tmp_path: Path, env: dict[str, str]) -> Iterator[dict[str, Any]]:
+@contextmanager
+def _dask_cluster(
+    tmp: Path, env: dict[str, str], allowed_failures: int | None = None
+) -> Iterator[dict[str, Any]]:
     """``dask scheduler`` + two ``dask worker`` commands on loopback, one thread each."""
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     dask = str(BIN / "dask")
+    scheduler_env = dict(env)
+    if allowed_failures is not None:
+        scheduler_env["DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES"] = str(allowed_failures)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     procs["scheduler"] = _spawn(
         [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-        env,
-        tmp_path / "scheduler.log",
+        scheduler_env,
+        tmp / "scheduler.log",
     )
-    for name in ("w1", "w2"):
-        procs[name] = _spawn(
-            [dask, "worker", address, "--name", name, "--nthreads", "1", "--nworkers", "1",
-             "--host", "127.0.0.1", "--no-dashboard", "--death-timeout", "60"],
-            env,
-            tmp_path / f"{name}.log",
-        )  # fmt: skip
     try:
+        for name in ("w1", "w2"):
+            procs[name] = _spawn(
+                [dask, "worker", address, "--name", name, "--nthreads", "1", "--nworkers", "1",
+                 "--host", "127.0.0.1", "--no-dashboard", "--death-timeout", "60"],
+                env,
+                tmp / f"{name}.log",
+            )  # fmt: skip
         from distributed import Client
 
         with Client(address, timeout=60) as client:
             client.wait_for_workers(2, timeout=120)
         yield {"address": address, "procs": procs}
     finally:
-        for name in ("w1", "w2", "scheduler"):
+        for proc in procs.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
-                _stop(procs[name], signal.SIGTERM, timeout=30)
+                _stop(proc, signal.SIGTERM, timeout=30)
+
+
+def _kill_worker_mid_shard(tmp: Path, cluster: dict[str, Any], run: subprocess.Popen[str]) -> None:
+    """SIGKILL worker w1's process group (nanny + worker: a machine lost) while it renders."""
+    log = tmp / "w1.log"
+    deadline = time.monotonic() + 300
+    while True:  # a shard's progress bar has started in w1 and its shard is not written yet
+        text = log.read_text(errors="replace")
+        if text.count("  0%|") > text.count(" - wrote "):
+            break
+        assert run.poll() is None, run.stdout.read()  # type: ignore[union-attr]
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    worker = cluster["procs"]["w1"]
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+
+
+@pytest.fixture(scope="module")
+def dask_reference(tmp_path_factory: pytest.TempPathFactory, api: str, models: dict[str, str]):
+    """The local run every Dask run must equal. Dask workers run torch with one thread
+    (OMP_NUM_THREADS=1 from the nanny), so the reference does too."""
+    tmp = tmp_path_factory.mktemp("reference")
+    env = {**_env(tmp, api), "OMP_NUM_THREADS": "1"}
+    _finish(_local_run(tmp, env, _group(models, tmp / "local", **DASK_SIZE)))
+    return tmp / "local"
+
+
+DASK_SIZE = {"num_samples": 12, "shard_size": 4, "steps": 6}  # 3 shards per variant, ~1 s each
 
 
 def test_external_dask_cluster_matches_local_and_survives_a_lost_worker(
-    tmp_path: Path, env: dict[str, str], models: dict[str, str], dask_cluster: dict[str, Any]
+    tmp_path: Path, env: dict[str, str], models: dict[str, str], dask_reference: Path
 ) -> None:
-    # Dask workers run torch with one thread (OMP_NUM_THREADS=1 from the nanny): so does the
-    # local reference, as it would on a one-thread-per-GPU or one-thread-per-core deployment.
-    one_thread = {**env, "OMP_NUM_THREADS": "1"}
-    local = tmp_path / "local"
-    _finish(_local_run(tmp_path, one_thread, _group(models, local)))
+    with _dask_cluster(tmp_path, env) as cluster:
+        runner = {"kind": "dask", "address": cluster["address"]}
+        fanned = tmp_path / "fanned"
+        _finish(_local_run(tmp_path, env, _group(models, fanned, task_runner=runner, **DASK_SIZE)))
+        _same_bytes(dask_reference, fanned)
+        for name in ("w1", "w2"):  # both worker commands rendered shards
+            assert " - wrote " in (tmp_path / f"{name}.log").read_text(errors="replace")
 
-    runner = {"kind": "dask", "address": dask_cluster["address"]}
-    fanned = tmp_path / "fanned"
-    _finish(_local_run(tmp_path, env, _group(models, fanned, task_runner=runner)))
-    _same_bytes(local, fanned)
-    logs = {n: (tmp_path / f"{n}.log").read_text() for n in ("w1", "w2")}
-    assert all("Starting Worker" in text for text in logs.values())
+        # A worker dies mid-shard: Dask reschedules its shard on w2 and the run finishes.
+        lost = tmp_path / "lost"
+        run = _local_run(tmp_path, env, _group(models, lost, task_runner=runner, **DASK_SIZE))
+        _kill_worker_mid_shard(tmp_path, cluster, run)
+        _finish(run)
+        scheduler_log = (tmp_path / "scheduler.log").read_text()
+        assert re.search(r"Remove worker addr: \S+ name: w1\b", scheduler_log)  # it saw w1 go
+        _same_bytes(dask_reference, lost)
 
-    # A worker dies (SIGKILL of its whole process group, as a machine lost) mid-run.
-    lost = tmp_path / "lost"
-    proc = _local_run(tmp_path, env, _group(models, lost, task_runner=runner))
-    deadline = time.monotonic() + 300
-    while not (lost / "unguided" / "part-00000.parquet").exists():
-        assert proc.poll() is None, proc.stdout.read()  # type: ignore[union-attr]
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    worker = dask_cluster["procs"]["w1"]
-    os.killpg(worker.pid, signal.SIGKILL)
-    worker.wait()
-    out, _ = proc.communicate(timeout=300)
-    (tmp_path / "lost-run.log").write_text(out)
-    assert "name: w1" in (tmp_path / "scheduler.log").read_text()  # the scheduler saw it go
-    if proc.returncode != 0:  # failed: one clear line, then a rerun resumes
-        errors = [ln for ln in out.splitlines() if ln.startswith("error: ")]
-        assert len(errors) == 1, out[-4000:]
-        proc = _local_run(tmp_path, env, _group(models, lost, task_runner=runner))
-        out = _finish(proc)
-    assert len(_digest(lost / "unguided")) == 6
-    _same_bytes(local, lost)
+
+def test_lost_worker_without_retries_is_one_line_error_and_resumes(
+    tmp_path: Path, env: dict[str, str], models: dict[str, str], dask_reference: Path
+) -> None:
+    # allowed-failures 0: a shard whose worker dies is not retried, so the run fails.
+    with _dask_cluster(tmp_path, env, allowed_failures=0) as cluster:
+        runner = {"kind": "dask", "address": cluster["address"]}
+        out = tmp_path / "out"
+        group = _group(models, out, task_runner=runner, **DASK_SIZE)
+        run = _local_run(tmp_path, env, group)
+        _kill_worker_mid_shard(tmp_path, cluster, run)
+        log, _ = run.communicate(timeout=300)
+        assert run.returncode == 1, log[-4000:]
+        errors = [ln for ln in log.splitlines() if ln.startswith("error: ")]
+        assert len(errors) == 1, log[-4000:]
+        assert "KilledWorker" in errors[0] and "rerun the same command" in errors[0]
+        kept = _digest(out / "dag")
+        assert len(kept) < 3 and not (out / "dag" / "_manifest.json").exists()
+
+        log = _finish(_local_run(tmp_path, env, group))  # same command, w2 still up
+        assert "shards done" in log
+        assert all(_digest(out / "dag")[name] == sha for name, sha in kept.items())
+        _same_bytes(dask_reference, out)
