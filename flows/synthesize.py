@@ -5,8 +5,10 @@ DCG + DPG; optional DCG-only / DPG-only) is sampled with the same per-sample see
 a shard dataset ``out_dir/<variant>/part-*.parquet``. Shards fan out as Prefect tasks on the task
 runner chosen in params (``local``: one process; ``dask``: prefect-dask on a local cluster, a
 ``dask_cuda.LocalCUDACluster``, or an existing scheduler address). A rerun after a crash renders
-only the missing shards. ``python -m flows.synthesize`` reads params.yaml; the same flow is the
-Prefect deployment ``synthesize-dataset/<name>`` (prefect.yaml, or ``--serve NAME``).
+only the missing shards; a Dask worker lost beyond the scheduler's retries ends the run with one
+line ``error: ...`` (exit 1) that says so. ``python -m flows.synthesize`` reads params.yaml; the
+same flow is the Prefect deployment ``synthesize-dataset/<name>`` (prefect.yaml, or
+``--serve NAME``).
 """
 
 from __future__ import annotations
