@@ -69,4 +69,4 @@ def run_stage(fn: Callable[..., Any], section: str, argv: list[str] | None = Non
         return fn(**flow_kwargs(fn, params))
     except DagError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(getattr(exc, "exit_code", 2)) from None

@@ -5,8 +5,10 @@ DCG + DPG; optional DCG-only / DPG-only) is sampled with the same per-sample see
 a shard dataset ``out_dir/<variant>/part-*.parquet``. Shards fan out as Prefect tasks on the task
 runner chosen in params (``local``: one process; ``dask``: prefect-dask on a local cluster, a
 ``dask_cuda.LocalCUDACluster``, or an existing scheduler address). A rerun after a crash renders
-only the missing shards. ``python -m flows.synthesize`` reads params.yaml; the same flow is the
-Prefect deployment ``synthesize-dataset/<name>`` (prefect.yaml, or ``--serve NAME``).
+only the missing shards; a Dask worker lost beyond the scheduler's retries ends the run with one
+line ``error: ...`` (exit 1) that says so. ``python -m flows.synthesize`` reads params.yaml; the
+same flow is the Prefect deployment ``synthesize-dataset/<name>`` (prefect.yaml, or
+``--serve NAME``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from prefect import flow
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from dag_core.errors import DagError
+from dag_core.shards import completed_shards
 from dag_core.synthesis import SynthesisSpec
 from flows._cli import run_stage
 from tasks.synthesis_report import write_synthesis_report
@@ -62,6 +65,27 @@ def make_task_runner(config: dict[str, Any] | None) -> TaskRunner:
             **cfg.get("cluster_kwargs", {}),
         },
     )
+
+
+class RunInterrupted(DagError):
+    """The run could not finish (e.g. every Dask worker holding a shard died): one line, exit 1.
+
+    Finished shards stay on disk; rerunning the same command renders only the missing ones.
+    """
+
+    exit_code = 1
+
+
+def _lost_worker(exc: BaseException) -> bool:
+    """Whether ``exc`` means a Dask worker, the scheduler or the connection to it went away."""
+    try:
+        from distributed import KilledWorker
+        from distributed.comm.core import CommClosedError
+    except ImportError:  # pragma: no cover - distributed comes with prefect-dask
+        return False
+    from concurrent.futures import CancelledError
+
+    return isinstance(exc, KilledWorker | CommClosedError | CancelledError)
 
 
 @flow(name="render-shards", persist_result=False)
@@ -136,7 +160,17 @@ def synthesize(
             for k in todo
         ]
         if jobs:
-            render_shards.with_options(task_runner=runner)(jobs)
+            try:
+                render_shards.with_options(task_runner=runner)(jobs)
+            except Exception as exc:
+                if not _lost_worker(exc):
+                    raise
+                done = len(completed_shards(target) & set(range(spec.num_shards)))
+                raise RunInterrupted(
+                    f"variant {variant}: the task runner lost a worker ({type(exc).__name__}: "
+                    f"{exc}); {done}/{spec.num_shards} shards of {target} are written, rerun the "
+                    "same command to resume"
+                ) from None
         finish_variant(target, spec.num_shards)
     if metrics_file or report_dir:
         write_synthesis_report(

@@ -1,0 +1,88 @@
+"""Hugging Face ``datasets`` interop for the image–depth shard datasets (paper §4's synthetic data).
+
+A dataset written by DAG synthesis (Kim et al., arXiv 2212.08861) — or any shard dataset of
+:mod:`dag_core.shards` — is plain Parquet, so ``datasets`` opens it as it is::
+
+    from datasets import load_dataset
+    from dag_core.hf import decode_batch
+
+    ds = load_dataset("parquet", data_files="data/synthetic/dag/part-*.parquet", split="train")
+    ds = ds.with_transform(decode_batch)   # decoded lazily, row by row or in batches
+    ds[0]["depth"]                          # float32 (H, W) metres
+    ds[0]["image"]                          # uint8 (H, W, 3)
+
+The raw columns are those of :data:`dag_core.shards.SCHEMA`: ``rgb`` PNG bytes, ``depth`` raw
+little-endian bytes in ``depth_dtype`` (``float16`` / ``float32`` / ``uint16mm``), ``height``,
+``width``, ``seed``, ``source`` and ``meta`` (JSON text). :func:`decode_example` and
+:func:`decode_batch` turn them into arrays with the same decoding as the project's own readers
+(:func:`dag_core.shards.decode_depth`), so depth is float32 metres and never 8-bit. ``datasets``
+itself is an optional dependency (the ``dev`` extra); only :func:`load_shards` imports it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from dag_core.errors import DagError
+from dag_core.shards import decode_depth
+
+_DECODED = ("image", "depth", "meta")
+
+
+def decode_example(row: dict[str, Any]) -> dict[str, Any]:
+    """Decode one raw row: ``image`` uint8 (H, W, 3), ``depth`` float32 (H, W) metres, ``meta``
+    dict; ``id``, ``seed`` and ``source`` are passed through, the raw byte columns dropped."""
+    try:
+        height, width = int(row["height"]), int(row["width"])
+        depth = decode_depth(row["depth"], row["depth_dtype"], height, width)
+        with Image.open(io.BytesIO(row["rgb"])) as im:
+            image = np.asarray(im.convert("RGB"))
+    except KeyError as exc:
+        raise DagError(f"row has no column {exc}; expected a dag_core shard dataset") from None
+    if image.shape[:2] != (height, width):
+        raise DagError(
+            f"row {row.get('id')!r}: image is {image.shape[1]}x{image.shape[0]}, "
+            f"depth is {width}x{height}"
+        )
+    out = {k: row[k] for k in ("id", "seed", "source") if k in row}
+    meta = row.get("meta")
+    out.update(image=image, depth=depth, meta=json.loads(meta) if meta else {})
+    return out
+
+
+def decode_batch(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """Batched :func:`decode_example` for ``Dataset.with_transform`` / ``set_transform`` /
+    ``map(batched=True)``: a dict of columns in, a dict of decoded columns out."""
+    n = len(next(iter(batch.values()))) if batch else 0
+    rows = [decode_example({k: v[i] for k, v in batch.items()}) for i in range(n)]
+    keys = rows[0].keys() if rows else _DECODED
+    return {k: [r[k] for r in rows] for k in keys}
+
+
+def shard_files(directory: str | Path) -> list[str]:
+    """The dataset's shard files in order (``part-*.parquet``), for ``data_files=``."""
+    directory = Path(directory)
+    files = sorted(str(p) for p in directory.glob("part-*.parquet"))
+    if not files:
+        raise DagError(f"no part-*.parquet shards in {directory}")
+    return files
+
+
+def load_shards(directory: str | Path, cache_dir: str | Path | None = None, decode: bool = True):
+    """``datasets.load_dataset("parquet", data_files=<the shards>, split="train")``, with
+    :func:`decode_batch` set as its transform unless ``decode`` is false."""
+    from datasets import load_dataset
+
+    ds = load_dataset(
+        "parquet",
+        data_files=shard_files(directory),
+        split="train",
+        cache_dir=None if cache_dir is None else str(cache_dir),
+    )
+    return ds.with_transform(decode_batch) if decode else ds

@@ -1,0 +1,100 @@
+"""Hugging Face ``datasets`` opens a generated shard dataset as it is; depth decodes to metres."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local files only; never the hub (read at import)
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import datasets  # the dev extra (`make setup` installs it)
+import numpy as np
+import pytest
+
+from dag_core.errors import DagError
+from dag_core.hf import decode_batch, decode_example, load_shards, shard_files
+from dag_core.shards import Sample, read_samples, write_manifest, write_shard
+from dag_core.synthesis import SynthesisSpec, load_models, render_shard
+from tests.tiny_models import write_tiny_models
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A DAG synthesis output (3 shards, DCG + DPG), written by the real renderer + manifest."""
+    root = tmp_path_factory.mktemp("hf")
+    paths = write_tiny_models(root / "models")
+    models = load_models(paths["base_model"], paths["heads"], paths["prior"])
+    spec = SynthesisSpec(
+        num_samples=5,
+        shard_size=2,
+        seed=11,
+        steps=3,
+        variants={"dag": {"w_dc": 40.0, "w_dp": 40.0, "tau": 100}},
+        hashes=models.hashes,
+    )
+    out = root / "synthetic" / "dag"
+    for k in range(spec.num_shards):
+        render_shard(models, spec, "dag", k, out, batch_size=2)
+    write_manifest(out)
+    return out
+
+
+def test_load_dataset_parquet_opens_generated_dataset_as_is(generated: Path, tmp_path: Path):
+    assert (generated / "_manifest.json").is_file()  # the folder is left exactly as written
+    files = sorted(str(p) for p in generated.glob("part-*.parquet"))
+    raw = datasets.load_dataset(
+        "parquet", data_files=files, split="train", cache_dir=str(tmp_path / "cache")
+    )
+    assert raw.num_rows == 5
+    assert raw["id"] == [f"dag-{i:08d}" for i in range(5)]
+    assert isinstance(raw[0]["rgb"], bytes) and isinstance(raw[0]["depth"], bytes)
+
+    reference = list(read_samples(generated))
+    decoded = raw.with_transform(decode_batch)
+    for i, want in enumerate(reference):
+        row = decoded[i]
+        assert row["id"] == want.id and row["seed"] == want.seed
+        assert row["image"].dtype == np.uint8 and row["image"].shape == (32, 32, 3)
+        np.testing.assert_array_equal(row["image"], want.rgb)
+        assert row["depth"].dtype == np.float32 and row["depth"].shape == (32, 32)
+        np.testing.assert_array_equal(row["depth"], want.depth)
+        assert np.isfinite(row["depth"]).all() and (row["depth"] > 0).all()  # metres, not bytes
+        assert row["meta"]["guidance"]["w_dc"] == 40.0 and row["meta"]["index"] == i
+        assert "rgb" not in row  # raw bytes replaced by decoded arrays
+    batch = decoded[1:4]  # batched access decodes too
+    assert [d.shape for d in batch["depth"]] == [(32, 32)] * 3
+
+    # The helper does the same in one call (shards in order, manifest and spec files skipped).
+    assert shard_files(generated) == files
+    same = load_shards(generated, cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(same[4]["depth"], reference[4].depth)
+
+
+def test_decode_uint16mm_and_float32_and_bad_rows(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(0.3, 9.0, (6, 8)).astype(np.float32)
+    depth[0, 0] = np.nan  # invalid pixel: stored as 0 mm
+    rgb = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    for dtype in ("uint16mm", "float32"):
+        out = tmp_path / dtype
+        write_shard(out, 0, [Sample(id="a", rgb=rgb, depth=depth, seed=None)], depth_dtype=dtype)
+        raw = datasets.load_dataset(
+            "parquet", data_files=shard_files(out), split="train", cache_dir=str(tmp_path / "c")
+        )
+        row = decode_example(raw[0])
+        np.testing.assert_array_equal(row["image"], rgb)
+        assert row["seed"] is None and row["meta"] == {}
+        if dtype == "uint16mm":
+            assert row["depth"][0, 0] == 0.0
+            np.testing.assert_allclose(row["depth"][1:], depth[1:], atol=5e-4)
+        else:
+            np.testing.assert_array_equal(row["depth"][1:], depth[1:])
+
+    bad = dict(raw[0], width=7)
+    with pytest.raises(DagError, match="does not fit 6x7"):
+        decode_example(bad)
+    with pytest.raises(DagError, match="no column 'rgb'"):
+        decode_example({k: v for k, v in raw[0].items() if k != "rgb"})
+    with pytest.raises(DagError, match="no part-"):
+        shard_files(tmp_path / "nothing")
