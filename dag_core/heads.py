@@ -320,7 +320,8 @@ def fit_pixel_heads(
     ``heads`` maps a name to (decoder layers it reads, head). Each step draws t ~ U[0, t_max or T)
     (or uses ``timestep``), noises the batch with ``scheduler.add_noise``, extracts features under
     ``no_grad``, and minimises the masked L1 error in normalised depth at ``pixels_per_image``
-    valid pixels per image. Returns one row {"step", "loss_<name>", ...} per step.
+    valid pixels per image; Adam with cosine learning-rate decay over ``config.steps``. Returns
+    one row {"step", "loss_<name>", ...} per step.
     """
     num_t = int(scheduler.config.num_train_timesteps)
     t_high = min(config.t_max or num_t, num_t)
@@ -331,6 +332,8 @@ def fit_pixel_heads(
     generator = torch.Generator().manual_seed(config.seed)
     params = [p for _, head in heads.values() for p in head.parameters()]
     optimizer = torch.optim.Adam(params, lr=config.lr)
+    # cosine decay to 0 over the run: the last steps average out the noise of t ~ U[0, t_max)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
     for _, head in heads.values():
         head.to(device).train()
     was_training = unet.training
@@ -368,6 +371,7 @@ def fit_pixel_heads(
                 optimizer.zero_grad(set_to_none=True)
                 torch.stack(list(losses.values())).sum().backward()
                 optimizer.step()
+                schedule.step()
                 row: dict[str, float] = {"step": step}
                 row.update({f"loss_{name}": loss.item() for name, loss in losses.items()})
                 rows.append(row)
