@@ -22,9 +22,13 @@ def _probe(n: int = 1, name: str = "x") -> tuple[int, str]:
 
 def test_load_params_reads_one_group(tmp_path: Path) -> None:
     p = tmp_path / "params.yaml"
-    p.write_text("a:\n  n: 3\nb:\n  n: 4\n")
-    assert load_params(p, "b") == {"n": 4}
-    assert load_params(p, "missing") == {}
+    p.write_text("depth_norm:\n  n: 3\nsynthesize:\n  n: 4\n")
+    assert load_params(p, "synthesize") == {"n": 4}
+    with pytest.raises(DagError, match="params group 'reference' not found"):
+        load_params(p, "reference")  # never the flow's built-in defaults
+    p.write_text("synthesise:\n  n: 3\nsynthesize:\n  n: 4\n")
+    with pytest.raises(DagError, match=r"unknown top-level key.* synthesise"):
+        load_params(p, "synthesize")
 
 
 def test_flow_kwargs_rejects_unknown_names() -> None:
