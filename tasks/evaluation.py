@@ -29,7 +29,7 @@ from dag_core.metrics.fid import (
     resolve_extractor,
 )
 from dag_core.nyu import open_nyu
-from dag_core.shards import Sample, read_samples, write_dataset
+from dag_core.shards import Sample, read_samples, write_dataset, write_manifest
 from dag_core.synthesis import SPEC_NAME
 from dag_core.world import iter_scenes
 from tasks import config_from_params, run_logger, stage_task
@@ -171,6 +171,7 @@ def dfid_sweep(
             path = render_shard(
                 models, spec, variant, 0, Path(tmp) / variant, batch_size=sample_batch
             )
+            write_manifest(path.parent)  # a whole one-shard dataset, read back verified
             rgb = _images(path.parent, None)
             rows.append({"w": w, **ref.score(rgb)})
             logger.info("sweep %s", rows[-1])
