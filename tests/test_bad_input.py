@@ -271,6 +271,7 @@ def test_sigterm_stops_the_ephemeral_prefect_server(
     project: dict[str, Any], tmp_path: Path
 ) -> None:
     env = prefect_env(tmp_path / "home")  # no PREFECT_API_URL: Prefect starts its own server
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "300"  # a busy 2-core box
     params = tmp_path / "params.yaml"
     group = {**project["synth"], "out_dir": str(tmp_path / "out"), "num_samples": 64, "steps": 50}
     params.write_text(yaml.safe_dump({"synthesize": group}))

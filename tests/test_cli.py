@@ -81,3 +81,33 @@ def test_pipeline_flow_lists_every_dvc_stage_and_rejects_unknown_ones() -> None:
     with pytest.raises(SystemExit) as exc:
         main(["--params", str(ROOT / "params.yaml"), "base_model", "lsun_stage"])
     assert exc.value.code == 2
+
+
+def test_os_errors_are_one_line_naming_the_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real OS error (writing under a file) and a full disk while a shard is written."""
+    import errno
+
+    from dag_core import shards
+    from flows._cli import run_cli
+    from tests.test_shards import make_samples
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(SystemExit) as exc:
+        run_cli(lambda: (blocker / "out").mkdir(parents=True))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: Not a directory: ")
+    assert str(blocker / "out") in err
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shards.os, "fsync", full)
+    with pytest.raises(SystemExit):
+        run_cli(lambda: shards.write_shard(tmp_path / "ds", 0, make_samples(2)))
+    err = capsys.readouterr().err
+    assert err == f"error: No space left on device: {tmp_path / 'ds' / 'part-00000.parquet'}\n"
+    assert not any((tmp_path / "ds").iterdir())  # no partial file left behind
