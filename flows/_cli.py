@@ -133,6 +133,7 @@ def flow_kwargs(fn: Callable[..., Any], params: Mapping[str, Any]) -> dict[str, 
 
 
 def inspect_signature(fn: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+    """The parameters of ``fn`` by name."""
     return dict(inspect.signature(fn).parameters)
 
 
@@ -220,7 +221,9 @@ def quiet_prefect_console() -> Iterator[None]:
 
     flt = _QuietAnticipated()
     loggers = [logging.getLogger()] + [
-        logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+        lg
+        for lg in list(logging.root.manager.loggerDict.values())
+        if isinstance(lg, logging.Logger)
     ]
     handlers = {
         h
