@@ -314,13 +314,16 @@ def check_input_datasets(section: str, params: Mapping[str, Any]) -> None:
                     raise DagError(f"{key}: {problems[0]}")
 
 
-def checked_kwargs(fn: Callable[..., Any], section: str, params: Mapping[str, Any]) -> dict:
-    """Names, types, output paths and input datasets of one stage's params, checked before it
-    runs (defaults included)."""
+def checked_kwargs(
+    fn: Callable[..., Any], section: str, params: Mapping[str, Any], *, inputs: bool = True
+) -> dict:
+    """Names, types, output paths and (``inputs``) input datasets of one stage's params, checked
+    before it runs (defaults included)."""
     kwargs = flow_kwargs(fn, params)
     full = {**_defaults(fn), **kwargs}
     check_outputs(section, full)
-    check_input_datasets(section, full)
+    if inputs:
+        check_input_datasets(section, full)
     return kwargs
 
 

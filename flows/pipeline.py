@@ -67,9 +67,10 @@ def main(argv: list[str] | None = None) -> None:
 
     def body() -> None:
         # Every chosen stage's group, names, types and output paths are checked before any
-        # Prefect run starts (a bad value in the last stage must not cost the first ones).
+        # Prefect run starts (a bad value in the last stage must not cost the first ones); input
+        # datasets are checked as each stage starts, since earlier stages (re)write them.
         for name in check_stages(args.stages):
-            checked_kwargs(STAGES[name], name, load_params(args.params, name))
+            checked_kwargs(STAGES[name], name, load_params(args.params, name), inputs=False)
         pipeline(params_file=args.params, stages=args.stages or None)
 
     run_cli(body)
