@@ -111,3 +111,29 @@ def test_os_errors_are_one_line_naming_the_path(
     err = capsys.readouterr().err
     assert err == f"error: No space left on device: {tmp_path / 'ds' / 'part-00000.parquet'}\n"
     assert not any((tmp_path / "ds").iterdir())  # no partial file left behind
+
+
+def test_pipeline_checks_every_stage_before_the_first_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad value in the last stage stops the pipeline before base_model trains anything."""
+    import yaml
+
+    from flows.pipeline import main
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["base_model"]["out_dir"] = str(tmp_path / "base")
+    params["downstream"]["table_file"] = str(tmp_path)  # a folder where a file must be
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(SystemExit) as exc:
+        main(["--params", str(path), "base_model", "downstream"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err == f"error: table_file={tmp_path}: is a folder, expected a file\n"
+    assert not (tmp_path / "base").exists()
+    params["downstream"]["n_epochs"] = 3
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(SystemExit):
+        main(["--params", str(path), "base_model", "downstream"])
+    assert "unknown parameter(s) n_epochs" in capsys.readouterr().err
