@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,10 +35,11 @@ from dag_core.features import FeatureExtractor
 from dag_core.guidance import DepthGuidance, GuidanceConfig, dcg_loss, dpg_loss
 from dag_core.heads import DepthHeads
 from dag_core.prior import DepthPrior, load_prior
-from dag_core.sampling import make_scheduler, sample
-from dag_core.shards import Sample, write_shard
+from dag_core.sampling import SAMPLERS, make_scheduler, sample
+from dag_core.shards import DEPTH_DTYPES, Sample, write_shard
 
 SPEC_NAME = "_spec.json"
+_VARIANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
 def sample_seed(seed: int, index: int) -> int:
@@ -61,13 +63,36 @@ class SynthesisSpec:
     hashes: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.num_samples < 1:
-            raise DagError(f"num_samples must be >= 1, got {self.num_samples}")
-        if self.shard_size < 1:
-            raise DagError(f"shard_size must be >= 1, got {self.shard_size}")
+        """Validate every value that a sampler, scheduler or numpy would reject later, so a
+        bad spec fails before any output is touched (the steps' upper bound needs the model's
+        scheduler: see :func:`check_spec_fits`)."""
+        for name, low in (("num_samples", 1), ("shard_size", 1), ("seed", 0), ("steps", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise DagError(f"{name} must be an int >= {low}, got {value!r}")
+        if self.seed >= 2**32:
+            raise DagError(f"seed must be < 2**32, got {self.seed}")
+        if self.sampler not in SAMPLERS:
+            raise DagError(
+                f"unknown sampler {self.sampler!r}; expected one of {', '.join(SAMPLERS)}"
+            )
+        eta = self.eta
+        if isinstance(eta, bool) or not isinstance(eta, int | float) or not 0.0 <= eta <= 1.0:
+            raise DagError(f"eta must be a number in [0, 1] (DDIM stochasticity), got {eta!r}")
+        if eta != 0.0 and self.sampler != "ddim":
+            raise DagError(f"eta={eta} only applies to the ddim sampler, not {self.sampler!r}")
+        if self.depth_dtype not in DEPTH_DTYPES:
+            raise DagError(
+                f"unknown depth_dtype {self.depth_dtype!r}; expected one of "
+                f"{', '.join(DEPTH_DTYPES)}"
+            )
         if not self.variants:
             raise DagError("no synthesis variants given (expected e.g. unguided and dag)")
         for name, cfg in self.variants.items():
+            if not isinstance(name, str) or not _VARIANT_RE.match(name):
+                raise DagError(f"variant name {name!r} must be a plain folder name ([A-Za-z0-9_-])")
+            if not isinstance(cfg, dict):
+                raise DagError(f"variant '{name}' must map guidance settings, got {cfg!r}")
             guidance_config(name, cfg)  # validates scales before anything is written
 
     @property
@@ -134,6 +159,23 @@ def load_models(
     if depth_prior is not None:
         hashes["prior"] = model_hash(depth_prior.unet)
     return SynthesisModels(base.unet, base.scheduler, depth_heads, depth_prior, hashes)
+
+
+def check_spec_fits(models: SynthesisModels, spec: SynthesisSpec) -> None:
+    """Build the scheduler and every variant's guidance once, without sampling: DagError for a
+    step count beyond the model's T, a missing prior, or a tau the prior cannot take."""
+    make_scheduler(models.scheduler, spec.sampler, spec.steps)
+    for variant, settings in spec.variants.items():
+        config = guidance_config(variant, settings)
+        if config.w_dp > 0 and models.prior is None:
+            raise DagError(f"variant '{variant}' has w_dp={config.w_dp} but no depth prior")
+        if config.enabled:
+            guidance = DepthGuidance(models.unet, models.heads, models.prior, config)
+            train_steps = int(models.scheduler.config.num_train_timesteps)
+            if guidance.num_train_timesteps != train_steps:
+                raise DagError(
+                    f"heads assume T={guidance.num_train_timesteps}, base model has T={train_steps}"
+                )
 
 
 def _to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -24,8 +24,8 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from dag_core.errors import DagError
 from dag_core.shards import completed_shards
-from dag_core.synthesis import SynthesisSpec
-from flows._cli import run_stage
+from dag_core.synthesis import SynthesisSpec, check_spec_fits
+from flows._cli import check_writable, run_stage
 from tasks.synthesis_report import write_synthesis_report
 from tasks.synthesize import (
     cached_models,
@@ -42,7 +42,13 @@ def make_task_runner(config: dict[str, Any] | None) -> TaskRunner:
     """``{"kind": "local"}`` (default) or ``{"kind": "dask", "n_workers": 2, "address": None,
     "cluster_class": "distributed.LocalCluster"}`` (``dask_cuda.LocalCUDACluster`` on GPUs)."""
     cfg = dict(config or {})
+    unknown = sorted(set(cfg) - {"kind", "n_workers", "address", "cluster_class", "cluster_kwargs"})
+    if unknown:
+        raise DagError(f"unknown task_runner setting(s) {', '.join(map(str, unknown))}")
     kind = cfg.pop("kind", "local")
+    n_workers = cfg.get("n_workers", 2)
+    if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
+        raise DagError(f"task_runner n_workers must be an int >= 1, got {n_workers!r}")
     if kind == "local":
         return ThreadPoolTaskRunner(max_workers=1)
     if kind != "dask":
@@ -120,8 +126,15 @@ def synthesize(
     ``guidance`` holds the shared guidance settings (w_dc, w_dp, tau, window, grad_clip);
     ``variants`` maps a name to overrides of them (default: unguided and dag).
     """
-    if batch_size < 1:
-        raise DagError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise DagError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    for key, value in (("out_dir", out_dir), ("metrics_file", metrics_file)):
+        if value is not None:
+            check_writable(value, key)
+    if report_dir is not None:
+        check_writable(report_dir, "report_dir")
+    if variants is not None and not variants:
+        raise DagError("variants is empty; expected e.g. {unguided: {...}, dag: {}}")
     variants = variants or DEFAULT_VARIANTS
     settings = {name: {**(guidance or {}), **(over or {})} for name, over in variants.items()}
     spec = SynthesisSpec(
@@ -134,9 +147,11 @@ def synthesize(
         depth_dtype=depth_dtype,
         variants=settings,
     )
-    # Everything is validated (scales, models, heads/prior fit) before any output is touched.
+    # Everything is validated (scales, sampler, steps, models, heads/prior fit, task runner)
+    # before any output is touched.
     needs_prior = any(variant_uses_prior(spec, v) for v in settings)
     models = cached_models(base_model, heads, prior if needs_prior else None)
+    check_spec_fits(models, spec)
     runner = make_task_runner(task_runner)
     spec = SynthesisSpec(**{**spec.__dict__, "hashes": models.hashes})
     root = Path(out_dir)

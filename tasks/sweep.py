@@ -15,6 +15,7 @@ from typing import Any
 from dag_core.errors import DagError
 from dag_core.figures import sweep_figure
 from dag_core.metrics.scorer import GeneratedSet, Scorer
+from dag_core.shards import write_manifest
 from dag_core.synthesis import SynthesisSpec, render_shard
 from tasks import run_logger, stage_task
 from tasks.evaluation import _images_and_labels, scorer
@@ -80,6 +81,7 @@ def _render(
 ) -> GeneratedSet:
     spec = SynthesisSpec(shard_size=spec_kw["num_samples"], variants={name: settings}, **spec_kw)
     path = render_shard(models, spec, name, 0, tmp / name, batch_size=batch_size)
+    write_manifest(path.parent)  # a whole one-shard dataset, read back verified
     return score.features(*_images_and_labels(path.parent, None))
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from dag_core.shards import completed_shards, write_manifest
+from dag_core.errors import DagError
+from dag_core.shards import MANIFEST_NAME, completed_shards, write_manifest
 from dag_core.synthesis import (
     SPEC_NAME,
     SynthesisModels,
@@ -51,8 +52,10 @@ def prepare_variant(spec_path: str, variant: str, out_dir: str) -> list[int]:
         shutil.rmtree(target)
     target.mkdir(parents=True, exist_ok=True)
     (target / SPEC_NAME).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    done = completed_shards(target)
+    done = completed_shards(target)  # footer AND sha256 verified: damaged shards are redone
     todo = [k for k in range(spec.num_shards) if k not in done]
+    if todo:  # no longer whole: readers must not take it as a finished dataset meanwhile
+        (target / MANIFEST_NAME).unlink(missing_ok=True)
     logger.info(
         "variant %s (spec %s): %d/%d shards done, %d to render",
         variant,
@@ -93,10 +96,17 @@ def variant_uses_prior(spec: SynthesisSpec, variant: str) -> bool:
 
 @stage_task
 def finish_variant(out_dir: str, num_shards: int) -> str:
-    """Drop shards beyond the spec (none in a clean run) and write the manifest."""
+    """Drop shards beyond the spec (none in a clean run) and write the manifest.
+
+    The manifest is written only when every shard ``0 … num_shards-1`` verifies.
+    """
     for path in Path(out_dir).glob("part-*.parquet"):
         if int(path.stem.split("-")[1]) >= num_shards:
             path.unlink()
+            path.with_name(f".{path.name}.sha256").unlink(missing_ok=True)
+    missing = sorted(set(range(num_shards)) - completed_shards(out_dir))
+    if missing:
+        raise DagError(f"{out_dir}: shard(s) {missing} did not verify after rendering; rerun")
     manifest = write_manifest(out_dir)
     run_logger().info("%s complete: %d rows", out_dir, manifest["total_rows"])
     return out_dir
