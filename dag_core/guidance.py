@@ -31,6 +31,7 @@ starting point for the mean-reduced losses rather than a calibrated constant.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -58,13 +59,18 @@ def dcg_loss(d_strong: torch.Tensor, d_weak: torch.Tensor) -> torch.Tensor:
 
 
 def dpg_loss(
-    prior: DepthPrior, d_strong: torch.Tensor, tau: torch.Tensor, noise: torch.Tensor
+    prior: DepthPrior,
+    d_strong: torch.Tensor,
+    tau: torch.Tensor,
+    noise: torch.Tensor,
+    resize: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Depth prior loss L_dp = ‖η − ε_φ(√ᾱ_τ d^S_t + √(1−ᾱ_τ) η, τ)‖², per sample, mean → (B,).
 
     d^S_t (B,1,R,R) is resized (bilinear, antialiased) to the prior's resolution r and noised by
     ``prior.scheduler.add_noise`` with ``noise`` η (B,1,r,r) at the per-sample level ``tau`` (B,).
-    The prior is frozen; the gradient flows through d^S_t.
+    The prior is frozen; the gradient flows through d^S_t. ``resize(d, r)`` replaces that resize
+    (e.g. its deterministic matrix form, :func:`dag_core.runtime.make_resize`).
     """
     r = prior.resolution
     b = d_strong.shape[0]
@@ -74,7 +80,9 @@ def dpg_loss(
         raise DagError(f"prior noise must be {(b, 1, r, r)}, got {tuple(noise.shape)}")
     if tuple(tau.shape) != (b,):
         raise DagError(f"prior timesteps tau must be ({b},), got {tuple(tau.shape)}")
-    if d_strong.shape[-2:] != (r, r):
+    if d_strong.shape[-2:] != (r, r) and resize is not None:
+        d_strong = resize(d_strong, r)
+    elif d_strong.shape[-2:] != (r, r):
         d_strong = F.interpolate(
             d_strong, size=(r, r), mode="bilinear", align_corners=False, antialias=True
         )
@@ -212,6 +220,14 @@ class DepthGuidance:
         self.config = config
         #: T of the base model (the heads record the schedule they were trained under)
         self.num_train_timesteps = int(heads.num_train_timesteps)
+        #: resize of d^S_t to the prior's resolution (None: antialiased ``F.interpolate``)
+        self.prior_resize: Callable[[torch.Tensor, int], torch.Tensor] | None = None
+
+    def eval_heads(
+        self, features: list[torch.Tensor], t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(d^S_t, d^W_t) from the decoder features (override point for runtime levers)."""
+        return self.heads(features, t)
 
     def _draw_tau(
         self, batch: int, generator: list[torch.Generator] | None, device: torch.device
@@ -245,12 +261,12 @@ class DepthGuidance:
             if not self.config.active(t_batch[0], self.num_train_timesteps):
                 with torch.no_grad():
                     eps, features = extractor(x_t, t_batch)
-                    d_strong, _ = self.heads(features, t_batch)
+                    d_strong, _ = self.eval_heads(features, t_batch)
                 return GuidedStep(eps=eps, shift=None, losses={}, depth_strong=d_strong)
             with torch.enable_grad():
                 x = x_t.detach().requires_grad_(True)
                 eps, features = extractor(x, t_batch)
-                d_strong, d_weak = self.heads(features, t_batch)
+                d_strong, d_weak = self.eval_heads(features, t_batch)
                 losses, total = self._losses(d_strong, d_weak, generator)
                 (grad,) = torch.autograd.grad(total.sum(), x)
         return GuidedStep(
@@ -281,7 +297,7 @@ class DepthGuidance:
             noise = randn_tensor(
                 (batch, 1, r, r), generator=generator, device=d_strong.device, dtype=d_strong.dtype
             )
-            l_dp = dpg_loss(self.prior, d_strong, tau, noise)
+            l_dp = dpg_loss(self.prior, d_strong, tau, noise, resize=self.prior_resize)
             total = total + cfg.w_dp * l_dp
             losses["dp"] = l_dp.detach()
             losses["tau"] = tau.detach().to(d_strong.dtype)
