@@ -35,6 +35,15 @@ def load_params(path: str | Path, section: str) -> dict[str, Any]:
     return dict(group)
 
 
+def check_runtime(runtime: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validate a stage's ``runtime`` group (device available, known settings) before any output
+    is touched; returns it as a plain dict for the stage's tasks."""
+    from dag_core.runtime import RuntimeConfig
+
+    RuntimeConfig.from_params(runtime).resolve_device()
+    return dict(runtime or {})
+
+
 def _coerce(text: str) -> Any:
     return yaml.safe_load(text)
 
@@ -66,7 +75,10 @@ def run_stage(fn: Callable[..., Any], section: str, argv: list[str] | None = Non
             if not sep:
                 raise DagError(f"override '{item}' is not of the form key=value")
             params[key] = _coerce(value)
-        return fn(**flow_kwargs(fn, params))
+        kwargs = flow_kwargs(fn, params)
+        if "runtime" in kwargs:  # device checked before a Prefect run (or its server) starts
+            check_runtime(kwargs["runtime"])
+        return fn(**kwargs)
     except DagError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -11,7 +11,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows._cli import run_stage
+from flows._cli import check_runtime, run_stage
 from tasks.base_model import pin_pretrained_base_model, train_embedded_base_model
 
 
@@ -20,11 +20,14 @@ def base_model(
     pretrained: str | None = None,
     out_dir: str = "models/base",
     train: dict[str, Any] | None = None,
+    runtime: dict[str, Any] | None = None,
 ) -> str:
-    """Pin ``pretrained`` or train the embedded model with the ``train`` settings."""
+    """Pin ``pretrained`` or train the embedded model with the ``train`` settings (on the
+    ``runtime`` device)."""
+    runtime = check_runtime(runtime)
     if pretrained:
         return pin_pretrained_base_model(out_dir, pretrained)
-    return train_embedded_base_model(out_dir, dict(train or {}))
+    return train_embedded_base_model(out_dir, dict(train or {}), runtime)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from typing import Any
 from prefect import flow
 
 from dag_core.errors import DagError
-from flows._cli import run_stage
+from flows._cli import check_runtime, run_stage
 from tasks.evaluation import compute_dfid, dfid_sweep, sweep_from_variants
 
 
@@ -29,6 +29,7 @@ def dfid(
     metrics_file: str = "metrics/dfid.json",
     sweep: dict[str, Any] | None = None,
     sweep_file: str = "plots/dfid_sweep.csv",
+    runtime: dict[str, Any] | None = None,
 ) -> str:
     """Write ``metrics_file`` with dFID and FID per variant (default: every synthetic variant).
 
@@ -36,16 +37,25 @@ def dfid(
     also sample one set per guidance scale and write dFID vs w to ``sweep_file`` (paper Fig. 8);
     without it ``sweep_file`` holds the variants whose two scales are equal (w = 0, w = 40).
     """
+    runtime = check_runtime(runtime)
     if variants is None:
         root = Path(synthetic)
         if not root.is_dir():
             raise DagError(f"synthetic dataset folder not found: {root}")
         variants = sorted(p.name for p in root.iterdir() if p.is_dir())
     compute_dfid(
-        synthetic, variants, real, estimator, extractor, batch_size, max_samples, metrics_file
+        synthetic,
+        variants,
+        real,
+        estimator,
+        extractor,
+        batch_size,
+        max_samples,
+        metrics_file,
+        runtime,
     )
     if sweep:
-        dfid_sweep(dict(sweep), real, estimator, extractor, batch_size, sweep_file)
+        dfid_sweep(dict(sweep), real, estimator, extractor, batch_size, sweep_file, runtime)
     else:
         sweep_from_variants(synthetic, metrics_file, sweep_file)
     return metrics_file

@@ -16,6 +16,7 @@ from dag_core.backbone import (
     model_hash,
     train_base_model,
 )
+from dag_core.runtime import use_runtime
 from dag_core.world import render
 from tasks import config_from_params, run_logger, stage_task
 
@@ -32,13 +33,18 @@ def world_batches(resolution: int, batch_size: int, seed: int):
 
 
 @stage_task
-def train_embedded_base_model(out_dir: str, config: dict[str, Any]) -> str:
-    """Train the tiny DDPM on the procedural world; write a diffusers folder (safetensors)."""
+def train_embedded_base_model(
+    out_dir: str, config: dict[str, Any], runtime: dict[str, Any] | None = None
+) -> str:
+    """Train the tiny DDPM on the procedural world on the runtime device (bf16 autocast when
+    asked); write a diffusers folder (safetensors)."""
     logger = run_logger()
     cfg = config_from_params(TrainConfig, config, "base_model training")
-    with replace_dir(out_dir) as tmp:
+    rt, device = use_runtime(runtime)
+    logger.info("base model training on %s (%s)", device, rt.precision)
+    with replace_dir(out_dir) as tmp, rt.autocast(device):
         batches = world_batches(cfg.resolution, cfg.batch_size, cfg.seed)
-        train_base_model(batches, tmp, cfg, log=logger.info)
+        train_base_model(batches, tmp, cfg, log=logger.info, device=device)
     logger.info("base model written to %s (hash %s)", out_dir, model_hash(out_dir))
     return out_dir
 

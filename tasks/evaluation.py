@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from dag_core.atomic import replace_dir
 from dag_core.depthnorm import DepthNorm
@@ -29,6 +30,7 @@ from dag_core.metrics.fid import (
     resolve_extractor,
 )
 from dag_core.nyu import open_nyu
+from dag_core.runtime import use_runtime
 from dag_core.shards import Sample, read_samples, write_dataset
 from dag_core.synthesis import SPEC_NAME
 from dag_core.world import iter_scenes
@@ -61,13 +63,20 @@ def write_world_reference(out_dir: str, resolution: int, n_train: int, n_test: i
 
 @stage_task
 def fit_depth_net(
-    train_dirs: list[str], out_dir: str, config: dict[str, Any], norm: dict[str, Any]
+    train_dirs: list[str],
+    out_dir: str,
+    config: dict[str, Any],
+    norm: dict[str, Any],
+    runtime: dict[str, Any] | None = None,
 ) -> str:
-    """Train a monocular depth U-Net on shard datasets and save it (safetensors + json)."""
+    """Train a monocular depth U-Net on shard datasets (on the runtime device) and save it
+    (safetensors + json)."""
     logger = run_logger()
     cfg = downstream_config(config)
     depth_norm = DepthNorm.from_dict(norm)
-    model, _ = train_depth_net(train_dirs, cfg, depth_norm, log=logger.info)
+    rt, device = use_runtime(runtime)
+    with rt.autocast(device):
+        model, _ = train_depth_net(train_dirs, cfg, depth_norm, log=logger.info, device=device)
     with replace_dir(out_dir) as tmp:
         save_depth_net(model, cfg, depth_norm, tmp)
     return out_dir
@@ -95,12 +104,14 @@ def compute_dfid(
     batch_size: int,
     max_samples: int | None,
     metrics_file: str,
+    runtime: dict[str, Any] | None = None,
 ) -> str:
     """dFID (paper §5: FID between depth maps estimated from generated and from real images by
     the same reference estimator) and image FID, per synthetic variant."""
     logger = run_logger()
     name = resolve_extractor(extractor)
-    ref = _Reference(real, estimator, name, batch_size, max_samples)
+    _, device = use_runtime(runtime)
+    ref = _Reference(real, estimator, name, batch_size, max_samples, device)
     results: dict[str, Any] = {"extractor": name, "n_real": ref.n, "variants": {}}
     for variant in variants:
         rgb = _images(Path(synthetic) / variant, max_samples)
@@ -144,6 +155,7 @@ def dfid_sweep(
     extractor: str,
     batch_size: int,
     plots_file: str,
+    runtime: dict[str, Any] | None = None,
 ) -> str:
     """dFID vs guidance scale w = w_dc = w_dp (paper Fig. 8): sample ``num_samples`` per scale
     with the same seeds, estimate depth, compare with the real set; one CSV row per scale."""
@@ -151,13 +163,14 @@ def dfid_sweep(
     from tasks.synthesize import cached_models
 
     logger = run_logger()
+    rt, device = use_runtime(runtime)
     cfg = dict(sweep)
     scales = [float(w) for w in cfg.pop("scales")]
     n = int(cfg.pop("num_samples", 64))
-    models = cached_models(cfg.pop("base_model"), cfg.pop("heads"), cfg.pop("prior"))
+    models = cached_models(cfg.pop("base_model"), cfg.pop("heads"), cfg.pop("prior"), rt)
     sample_batch = int(cfg.pop("batch_size", 16))
     guidance = cfg.pop("guidance", {})
-    ref = _Reference(real, estimator, resolve_extractor(extractor), batch_size, None)
+    ref = _Reference(real, estimator, resolve_extractor(extractor), batch_size, None, device)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for w in scales:
@@ -166,10 +179,11 @@ def dfid_sweep(
                 num_samples=n,
                 shard_size=n,
                 variants={variant: {**guidance, "w_dc": w, "w_dp": w}},
+                runtime=rt.result_record(),
                 **cfg,
             )
             path = render_shard(
-                models, spec, variant, 0, Path(tmp) / variant, batch_size=sample_batch
+                models, spec, variant, 0, Path(tmp) / variant, batch_size=sample_batch, runtime=rt
             )
             rgb = _images(path.parent, None)
             rows.append({"w": w, **ref.score(rgb)})
@@ -182,11 +196,19 @@ class _Reference:
     """Inception statistics of the real images and of their estimated depth, computed once."""
 
     def __init__(
-        self, real: str, estimator: str, extractor: str, batch_size: int, limit: int | None
+        self,
+        real: str,
+        estimator: str,
+        extractor: str,
+        batch_size: int,
+        limit: int | None,
+        device: torch.device | None = None,
     ):
         self.net, net_config, self.norm = load_depth_net(estimator)  # loaded once, reused
+        device = device or torch.device("cpu")
+        self.net.to(device)
         self.resolution = net_config.resolution
-        self.kw = {"batch_size": batch_size, "extractor": extractor}
+        self.kw = {"batch_size": batch_size, "extractor": extractor, "device": device}
         rgb = _images(real, limit)
         self.n = len(rgb)
         self.image_stats = fid_statistics(rgb, **self.kw)
@@ -221,14 +243,17 @@ def evaluate_depth_nets(
     nyu_median_scaling: bool,
     metrics_file: str,
     table_file: str,
+    runtime: dict[str, Any] | None = None,
 ) -> str:
     """Evaluate each trained depth net on the procedural test split and, if given, NYU-Depth v2."""
     logger = run_logger()
+    _, device = use_runtime(runtime)
     world_pairs = _world_test_pairs(world_test)
     nyu_pairs = open_nyu(nyu_path) if nyu_path else None
     results: dict[str, Any] = {"world": {}, "nyu": {}}
     for name, model_dir in models.items():
         model, cfg, norm = load_depth_net(model_dir)
+        model.to(device)
         results["world"][name] = evaluate(model, world_pairs, norm, cfg.resolution)
         if nyu_pairs is not None:
             results["nyu"][name] = evaluate(
