@@ -294,3 +294,80 @@ def test_compile_regions_keeps_hooks_outside(parts) -> None:
     assert len(f_got) == len(f_ref)
     for a, b in zip(f_ref, f_got, strict=True):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+# --- synthesis and the GPU bench on CPU ---------------------------------------------------------
+
+
+def test_render_shard_with_runtime_levers_is_reproducible(tmp_path: Path) -> None:
+    """Deterministic + bf16 + low head resolution + micro-batches: same bytes twice; the runtime
+    is recorded in the spec (so a resume never mixes runtimes) and in every row's meta."""
+    import pyarrow.parquet as pq
+
+    from dag_core.synthesis import SynthesisSpec, load_models, render_shard
+    from tests.tiny_models import write_tiny_models
+
+    paths = write_tiny_models(tmp_path / "models")
+    models = load_models(paths["base_model"], paths["heads"], paths["prior"])
+    rt = RuntimeConfig(
+        device="cpu", precision="bf16", deterministic=True, head_resolution=16, guidance_chunk=1
+    )
+    spec = SynthesisSpec(
+        num_samples=3,
+        shard_size=3,
+        steps=2,
+        variants={"dag": {"tau": 100}},
+        runtime=rt.result_record(),
+    )
+    assert spec.variant_spec("dag")["runtime"]["head_resolution"] == 16
+    assert (
+        SynthesisSpec(num_samples=3, shard_size=3, variants={"dag": {}}).variant_spec("dag")[
+            "runtime"
+        ]
+        == {}
+    )
+    a = render_shard(models, spec, "dag", 0, tmp_path / "a", batch_size=2, runtime=rt)
+    b = render_shard(models, spec, "dag", 0, tmp_path / "b", batch_size=2, runtime=rt)
+    ta, tb = pq.read_table(a), pq.read_table(b)
+    assert ta.column("rgb").to_pylist() == tb.column("rgb").to_pylist()
+    assert ta.column("depth").to_pylist() == tb.column("depth").to_pylist()
+    assert '"precision": "bf16"' in ta.column("meta")[0].as_py()
+    plain = render_shard(models, spec, "dag", 0, tmp_path / "c", batch_size=2)
+    assert pq.read_table(plain).column("rgb").to_pylist() != ta.column("rgb").to_pylist()
+
+
+def test_bench_gpu_smoke_runs_on_cpu(tmp_path: Path) -> None:
+    """``bench/bench_gpu.py --smoke``: every mode runs, the JSON has what a GPU run reports."""
+    import json
+
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "bench/bench_gpu.py",
+            "--smoke",
+            "--device",
+            "cpu",
+            "--repeats",
+            "1",
+            "--repro-steps",
+            "2",
+            "--repro-modes",
+            "dag_fp32_deterministic",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["smoke"] is True and result["device"] == "cpu"
+    assert {"unguided_fp32", "dag_fp32", "dag_fp32_deterministic"} <= set(result["modes"])
+    assert all(v > 0 for v in result["ms_per_step_median"].values())
+    assert result["reproducibility"]["dag_fp32_deterministic"]["identical_bytes"] is True
+    quality = result["vs_exact_fp32"]
+    assert quality["dag_fp32_deterministic"]["shift_cosine_min"] > 0.9999
+    assert set(quality) == {n for n, m in result["modes"].items() if m["guided"]} - {"dag_fp32"}
