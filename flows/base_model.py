@@ -11,6 +11,7 @@ from typing import Any
 
 from prefect import flow
 
+from dag_core.errors import DagError
 from flows._cli import check_runtime, run_stage
 from tasks.base_model import pin_pretrained_base_model, train_embedded_base_model
 
@@ -21,13 +22,20 @@ def base_model(
     out_dir: str = "models/base",
     train: dict[str, Any] | None = None,
     runtime: dict[str, Any] | None = None,
+    render_workers: int = 0,
 ) -> str:
     """Pin ``pretrained`` or train the embedded model with the ``train`` settings (on the
-    ``runtime`` device)."""
+    ``runtime`` device; ``render_workers`` processes render world scenes ahead of the GPU)."""
     runtime = check_runtime(runtime)
     if pretrained:
         return pin_pretrained_base_model(out_dir, pretrained)
-    return train_embedded_base_model(out_dir, dict(train or {}), runtime)
+    if (
+        isinstance(render_workers, bool)
+        or not isinstance(render_workers, int)
+        or render_workers < 0
+    ):
+        raise DagError(f"render_workers must be an int >= 0, got {render_workers!r}")
+    return train_embedded_base_model(out_dir, dict(train or {}), runtime, render_workers)
 
 
 if __name__ == "__main__":

@@ -371,3 +371,49 @@ def test_bench_gpu_smoke_runs_on_cpu(tmp_path: Path) -> None:
     quality = result["vs_exact_fp32"]
     assert quality["dag_fp32_deterministic"]["shift_cosine_min"] > 0.9999
     assert set(quality) == {n for n, m in result["modes"].items() if m["guided"]} - {"dag_fp32"}
+
+
+def test_prefetched_world_batches_are_the_same_batches() -> None:
+    """Rendering ahead in worker processes changes when a batch is made, never what it holds."""
+    from tasks.base_model import prefetched, world_batches
+
+    batches = world_batches(32, 3, seed=1)
+    ahead = prefetched(batches, 4, workers=2)
+    for step in range(4):
+        assert torch.equal(ahead(step), batches(step))
+    with pytest.raises(DagError, match="in order"):
+        prefetched(batches, 4, workers=1)(2)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["params.yaml", "profiles/smoke.yaml", "profiles/bedroom-256.yaml", "profiles/world-gpu.yaml"],
+)
+def test_every_stage_of_every_profile_reads_the_runtime_anchor(path: str) -> None:
+    """Each stage group carries the shared ``runtime`` (one anchor), and every group's settings
+    are accepted by its flow and its config classes (a profile typo fails here, not on a GPU)."""
+    import yaml
+
+    from dag_core.backbone import TrainConfig
+    from dag_core.downstream import DownstreamConfig
+    from dag_core.prior import PriorConfig
+    from dag_core.synthesis import SynthesisSpec
+    from flows._cli import flow_kwargs
+    from flows.pipeline import STAGES
+    from tasks import config_from_params
+
+    data = yaml.safe_load((REPO / path).read_text())
+    RuntimeConfig.from_params(data["runtime"])
+    for stage, fn in STAGES.items():
+        group = data[stage]
+        assert group["runtime"] == data["runtime"], stage
+        flow_kwargs(fn, group)
+    if not data["base_model"].get("pretrained"):
+        config_from_params(TrainConfig, data["base_model"]["train"], "base")
+    config_from_params(HeadConfig, data["train_heads"]["config"], "head")
+    config_from_params(HeadConfig, data["probe_heads"]["config"], "probe")
+    config_from_params(PriorConfig, data["train_prior"]["config"], "prior")
+    config_from_params(DownstreamConfig, data["downstream"]["config"], "downstream")
+    syn = data["synthesize"]
+    settings = {k: {**syn["guidance"], **(v or {})} for k, v in syn["variants"].items()}
+    SynthesisSpec(num_samples=syn["num_samples"], shard_size=syn["shard_size"], variants=settings)
