@@ -80,12 +80,13 @@ def dpg_loss(
         raise DagError(f"prior noise must be {(b, 1, r, r)}, got {tuple(noise.shape)}")
     if tuple(tau.shape) != (b,):
         raise DagError(f"prior timesteps tau must be ({b},), got {tuple(tau.shape)}")
-    if d_strong.shape[-2:] != (r, r) and resize is not None:
-        d_strong = resize(d_strong, r)
-    elif d_strong.shape[-2:] != (r, r):
-        d_strong = F.interpolate(
-            d_strong, size=(r, r), mode="bilinear", align_corners=False, antialias=True
-        )
+    if d_strong.shape[-2:] != (r, r):
+        if resize is not None:
+            d_strong = resize(d_strong, r)
+        else:
+            d_strong = F.interpolate(
+                d_strong, size=(r, r), mode="bilinear", align_corners=False, antialias=True
+            )
     tau = tau.to(device=d_strong.device, dtype=torch.long)
     noisy = prior.scheduler.add_noise(d_strong, noise.to(d_strong), tau)
     pred = prior.unet(noisy, tau).sample
