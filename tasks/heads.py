@@ -15,6 +15,7 @@ from dag_core.depthnorm import DepthNorm
 from dag_core.errors import DagError
 from dag_core.heads import DepthHeads, HeadConfig, train_heads
 from dag_core.probe import (
+    accuracy_at_head_resolution,
     accuracy_vs_t,
     mean_depth_baseline,
     plot_probes,
@@ -120,6 +121,21 @@ def evaluate_heads(
         "n_train": int(train_images.shape[0]),
         "n_heldout": int(held_images.shape[0]),
     }
+    if rt.head_resolution is not None and rt.head_resolution < heads.resolution:
+        # the guidance lever's cost in depth accuracy, same held-out pairs, noise and t
+        with rt.autocast(device):
+            low = accuracy_at_head_resolution(
+                base.unet,
+                base.scheduler,
+                heads,
+                (held_images, held_depth),
+                [t0],
+                rt.head_resolution,
+            )
+        metrics["at_head_resolution"] = {
+            "resolution": rt.head_resolution,
+            **{r["branch"]: {k: r[k] for k in ("abs_rel", "delta1")} for r in low},
+        }
     Path(metrics_file).parent.mkdir(parents=True, exist_ok=True)
     Path(metrics_file).write_text(json.dumps(metrics, indent=2) + "\n")
     run_logger().info("heads at t=%d: %s", t0, metrics)

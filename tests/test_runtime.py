@@ -417,3 +417,33 @@ def test_every_stage_of_every_profile_reads_the_runtime_anchor(path: str) -> Non
     syn = data["synthesize"]
     settings = {k: {**syn["guidance"], **(v or {})} for k, v in syn["variants"].items()}
     SynthesisSpec(num_samples=syn["num_samples"], shard_size=syn["shard_size"], variants=settings)
+
+
+def test_accuracy_at_head_resolution_measures_the_lever(unet, scheduler) -> None:
+    """At the heads' own size it is exactly :func:`accuracy_vs_t`; at 8² (of 32²) it measures
+    the coarser heads on the same pairs and noise — here the map has 4×4 structure, so the loss
+    of accuracy is visible but bounded."""
+    from dag_core.heads import random_batches, train_heads
+    from dag_core.probe import accuracy_at_head_resolution, accuracy_vs_t
+
+    def pairs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        low = torch.rand(n, 1, 4, 4, generator=torch.Generator().manual_seed(seed))
+        b = F.interpolate(low, 32, mode="bilinear", align_corners=False)
+        return (b * 2 - 1).expand(-1, 3, -1, -1).clone(), 0.5 + 4 * b
+
+    cfg = HeadConfig(hidden=(16,), time_dim=8, steps=30, batch_size=4, pixels_per_image=256)
+    train, held = pairs(16, 0), pairs(6, 1)
+    heads, _ = train_heads(
+        unet, scheduler, random_batches(*train, 4), cfg, DepthNorm(), log=lambda _: None
+    )
+    full = accuracy_vs_t(unet, scheduler, heads, held, [10])
+    same = accuracy_at_head_resolution(unet, scheduler, heads, held, [10], 32)
+    for a, b in zip(full, same, strict=True):
+        assert a["branch"] == b["branch"]
+        assert a["abs_rel"] == pytest.approx(b["abs_rel"], rel=1e-5)
+    low = accuracy_at_head_resolution(unet, scheduler, heads, held, [10], 8)
+    assert [r["resolution"] for r in low] == [8, 8]
+    assert all(0 <= r["abs_rel"] < 1 for r in low)
+    assert low[0]["abs_rel"] != full[0]["abs_rel"]
+    with pytest.raises(DagError, match="head resolution 64"):
+        accuracy_at_head_resolution(unet, scheduler, heads, held, [10], 64)
