@@ -48,8 +48,9 @@ from dag_core.errors import DagError
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
-#: settings that can change the bytes of generated samples (recorded in synthesis specs)
-RESULT_KEYS = ("precision", "deterministic", "head_resolution")
+#: settings that can change the bytes of generated samples (recorded in synthesis specs); compiled
+#: and channels_last kernels may round differently on a GPU, so they count too
+RESULT_KEYS = ("precision", "deterministic", "head_resolution", "compile", "channels_last")
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,8 @@ def test_deterministic_sets_backend_flags() -> None:
             "precision": "fp32",
             "deterministic": True,
             "head_resolution": None,
+            "compile": False,
+            "channels_last": False,
             "device_type": "cpu",
         }
     finally:
