@@ -33,8 +33,10 @@ from dag_core.backbone import load_base_model, model_hash
 from dag_core.errors import DagError
 from dag_core.features import FeatureExtractor
 from dag_core.guidance import DepthGuidance, GuidanceConfig, dcg_loss, dpg_loss
+from dag_core.guidance_runtime import RuntimeGuidance
 from dag_core.heads import DepthHeads
 from dag_core.prior import DepthPrior, load_prior
+from dag_core.runtime import RuntimeConfig
 from dag_core.sampling import SAMPLERS, make_scheduler, sample
 from dag_core.shards import DEPTH_DTYPES, Sample, write_shard
 
@@ -61,6 +63,8 @@ class SynthesisSpec:
     depth_dtype: str = "float16"
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     hashes: dict[str, str] = field(default_factory=dict)
+    #: the runtime settings that can change bytes (:meth:`RuntimeConfig.result_record`)
+    runtime: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """Validate every value that a sampler, scheduler or numpy would reject later, so a
@@ -193,13 +197,21 @@ def render_shard(
     *,
     batch_size: int = 16,
     progress: Callable[[int], None] | None = None,
+    runtime: RuntimeConfig | None = None,
 ) -> Path:
-    """Sample shard ``shard`` of ``variant`` and write it atomically into ``out_dir``."""
+    """Sample shard ``shard`` of ``variant`` and write it atomically into ``out_dir``.
+
+    ``runtime`` (default: today's fp32 path) selects bf16 autocast, the heads' evaluation
+    resolution, guidance micro-batches and deterministic resizes (:mod:`dag_core.runtime`).
+    """
     config = guidance_config(variant, spec.variants[variant])
     if config.w_dp > 0 and models.prior is None:
         raise DagError(f"variant '{variant}' has w_dp={config.w_dp} but no depth prior was given")
+    rt = runtime or RuntimeConfig()
     guidance = (
-        DepthGuidance(models.unet, models.heads, models.prior, config) if config.enabled else None
+        RuntimeGuidance(models.unet, models.heads, models.prior, config, rt)
+        if config.enabled
+        else None
     )
     meta = {
         "variant": variant,
@@ -209,15 +221,18 @@ def render_shard(
         "eta": spec.eta,
         "hashes": spec.hashes,
     }
+    if spec.runtime:
+        meta["runtime"] = spec.runtime
     indices = list(spec.shard_indices(shard))
     samples: list[Sample] = []
     for start in range(0, len(indices), batch_size):
         chunk = indices[start : start + batch_size]
         seeds = [sample_seed(spec.seed, i) for i in chunk]
         scheduler = make_scheduler(models.scheduler, spec.sampler, spec.steps)
-        result = sample(
-            models.unet, scheduler, seeds, guidance=guidance, heads=models.heads, eta=spec.eta
-        )
+        with rt.autocast(models.unet.device):
+            result = sample(
+                models.unet, scheduler, seeds, guidance=guidance, heads=models.heads, eta=spec.eta
+            )
         rgb = _to_uint8(result.images)
         depth = result.depth[:, 0].float().cpu().numpy()
         for j, i in enumerate(chunk):

@@ -45,9 +45,10 @@ STAGE_GROUPS = (
     "synthesize",
     "reference",
     "dfid",
+    "sweep",
     "downstream",
 )
-SHARED_GROUPS = ("depth_norm",)
+SHARED_GROUPS = ("depth_norm", "runtime")
 ANTICIPATED: tuple[type[BaseException], ...] = (DagError, OSError)
 
 
@@ -88,6 +89,15 @@ def load_params(path: str | Path, section: str) -> dict[str, Any]:
     if not isinstance(group, Mapping):
         raise DagError(f"params group '{section}' in {p} must be a mapping, got {group!r}")
     return dict(group)
+
+
+def check_runtime(runtime: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validate a stage's ``runtime`` group (device available, known settings) before any output
+    is touched; returns it as a plain dict for the stage's tasks."""
+    from dag_core.runtime import RuntimeConfig
+
+    RuntimeConfig.from_params(runtime).resolve_device()
+    return dict(runtime or {})
 
 
 def _coerce(text: str) -> Any:
@@ -321,6 +331,8 @@ def checked_kwargs(
     """Names, types, output paths and (``inputs``) input datasets of one stage's params, checked
     before it runs (defaults included)."""
     kwargs = flow_kwargs(fn, params)
+    if "runtime" in kwargs:  # device checked before a Prefect run (or its server) starts
+        check_runtime(kwargs["runtime"])
     full = {**_defaults(fn), **kwargs}
     check_outputs(section, full)
     if inputs:
