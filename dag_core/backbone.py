@@ -263,6 +263,7 @@ def train_base_model(
     out_dir: str | Path,
     config: TrainConfig,
     log: Callable[[str], None] = print,
+    device: str | torch.device = "cpu",
 ) -> Path:
     """DDPM training (Ho et al. 2020: E‖ε − ε_θ(√ᾱ_t x₀ + √(1−ᾱ_t) ε, t)‖²), EMA weights saved.
 
@@ -270,7 +271,8 @@ def train_base_model(
     cosine decay; noise levels from diffusers' ``DDPMScheduler`` (church-256 linear β). Writes a
     ``DDPMPipeline`` folder (safetensors) holding the EMA U-Net, ``train_log.csv`` (step, loss),
     ``train_config.json`` and ``samples.png`` (DDIM preview grid) to ``out_dir``. Deterministic in
-    ``config.seed`` for a deterministic ``batches``.
+    ``config.seed`` for a deterministic ``batches``. Trains on ``device``; noise and timesteps
+    are drawn on the CPU from the seed, so every device sees the same draws.
     """
     out = Path(out_dir)
     torch.manual_seed(config.seed)
@@ -278,7 +280,7 @@ def train_base_model(
         **church_like_config(
             config.resolution, config.channels, norm_num_groups=config.norm_num_groups
         )
-    )
+    ).to(device)
     ema = EMAModel(unet.parameters(), decay=config.ema_decay)
     scheduler = DDPMScheduler(
         **{**CHURCH_256_SCHEDULER, "num_train_timesteps": config.num_train_timesteps}
@@ -294,8 +296,9 @@ def train_base_model(
         x0 = batches(step)
         if step == 0:
             _check_batch(x0, config)
-        noise = torch.randn(x0.shape, generator=gen)
-        t = torch.randint(0, config.num_train_timesteps, (x0.shape[0],), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen).to(device)
+        t = torch.randint(0, config.num_train_timesteps, (x0.shape[0],), generator=gen).to(device)
+        x0 = x0.to(device)
         loss = F.mse_loss(unet(scheduler.add_noise(x0, noise, t), t).sample, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()

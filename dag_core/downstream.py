@@ -265,12 +265,13 @@ def train_depth_net(
     norm: DepthNorm,
     *,
     log: Callable[[str], None] = print,
+    device: str | torch.device = "cpu",
 ) -> tuple[DepthNet, list[dict[str, float]]]:
     """Train a :class:`DepthNet` for exactly ``config.steps`` steps on the shard datasets given.
 
-    Returns the network (eval mode, CPU) and one log row ``{"step", "loss"}`` per step. Raises
-    :class:`DagError` naming a missing or empty dataset directory. Deterministic in
-    ``config.seed``.
+    Trains on ``device``. Returns the network (eval mode, CPU) and one log row
+    ``{"step", "loss"}`` per step. Raises :class:`DagError` naming a missing or empty dataset
+    directory. Deterministic in ``config.seed``.
     """
     if isinstance(dataset_dirs, str | Path) or not dataset_dirs:
         raise DagError(
@@ -285,7 +286,7 @@ def train_depth_net(
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = DepthNet(config.channels)
+        model = DepthNet(config.channels).to(device)
     flips = torch.Generator().manual_seed(config.seed + 1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -299,6 +300,7 @@ def train_depth_net(
         flip = torch.rand(image.shape[0], generator=flips) < 0.5
         image = torch.where(flip[:, None, None, None], image.flip(-1), image)
         depth = torch.where(flip[:, None, None, None], depth.flip(-1), depth)
+        image, depth = image.to(device), depth.to(device)
         loss = _loss(model(image), depth, norm, config.loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -308,7 +310,7 @@ def train_depth_net(
         rows.append({"step": step, "loss": value})
         if step % every == 0 or step == config.steps:
             log(f"depth net step {step}/{config.steps}: {config.loss} {value:.4f}")
-    return model.eval(), rows
+    return model.cpu().eval(), rows
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ applies it (:func:`dag_core.strength.guided_step`), so guidance stays sampler-ag
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -67,13 +68,15 @@ def dpg_loss(
     tau: torch.Tensor,
     noise: torch.Tensor,
     reduction: str = "mean",
+    resize: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Depth prior loss L_dp = ‖η − ε_φ(√ᾱ_τ d^S_t + √(1−ᾱ_τ) η, τ)‖², per sample → (B,).
 
     d^S_t (B,1,R,R) is resized (bilinear, antialiased) to the prior's resolution r and noised by
     ``prior.scheduler.add_noise`` with ``noise`` η (B,1,r,r) at the per-sample level ``tau`` (B,).
     The prior is frozen; the gradient flows through d^S_t. ``reduction``: ``sum`` or ``mean``
-    over the prior's r² pixels.
+    over the prior's r² pixels. ``resize(d, r)`` replaces that resize (e.g. its deterministic
+    matrix form, :func:`dag_core.runtime.make_resize`).
     """
     r = prior.resolution
     b = d_strong.shape[0]
@@ -84,9 +87,12 @@ def dpg_loss(
     if tuple(tau.shape) != (b,):
         raise DagError(f"prior timesteps tau must be ({b},), got {tuple(tau.shape)}")
     if d_strong.shape[-2:] != (r, r):
-        d_strong = F.interpolate(
-            d_strong, size=(r, r), mode="bilinear", align_corners=False, antialias=True
-        )
+        if resize is not None:
+            d_strong = resize(d_strong, r)
+        else:
+            d_strong = F.interpolate(
+                d_strong, size=(r, r), mode="bilinear", align_corners=False, antialias=True
+            )
     tau = tau.to(device=d_strong.device, dtype=torch.long)
     noisy = prior.scheduler.add_noise(d_strong, noise.to(d_strong), tau)
     pred = prior.unet(noisy, tau).sample
@@ -228,6 +234,14 @@ class DepthGuidance:
         self.config = config
         #: T of the base model (the heads record the schedule they were trained under)
         self.num_train_timesteps = int(heads.num_train_timesteps)
+        #: resize of d^S_t to the prior's resolution (None: antialiased ``F.interpolate``)
+        self.prior_resize: Callable[[torch.Tensor, int], torch.Tensor] | None = None
+
+    def eval_heads(
+        self, features: list[torch.Tensor], t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(d^S_t, d^W_t) from the decoder features (override point for runtime levers)."""
+        return self.heads(features, t)
 
     def _draw_tau(
         self, batch: int, generator: list[torch.Generator] | None, device: torch.device
@@ -261,12 +275,12 @@ class DepthGuidance:
             if not self.config.active(t_batch[0], self.num_train_timesteps):
                 with torch.no_grad():
                     eps, features = extractor(x_t, t_batch)
-                    d_strong, _ = self.heads(features, t_batch)
+                    d_strong, _ = self.eval_heads(features, t_batch)
                 return GuidedStep(eps=eps, grad=None, losses={}, depth_strong=d_strong)
             with torch.enable_grad():
                 x = x_t.detach().requires_grad_(True)
                 eps, features = extractor(x, t_batch)
-                d_strong, d_weak = self.heads(features, t_batch)
+                d_strong, d_weak = self.eval_heads(features, t_batch)
                 losses, total = self._losses(d_strong, d_weak, generator)
                 (grad,) = torch.autograd.grad(total.sum(), x)
         return GuidedStep(
@@ -289,6 +303,9 @@ class DepthGuidance:
         losses: dict[str, torch.Tensor] = {}
         if cfg.w_dc > 0:
             l_dc = dcg_loss(d_strong, d_weak, reduction)
+            if reduction == "sum" and d_strong.shape[-1] != self.heads.resolution:
+                # heads evaluated at another size (a runtime lever): keep Σ over the R² pixels
+                l_dc = l_dc * (self.heads.resolution / d_strong.shape[-1]) ** 2
             total = total + cfg.w_dc * l_dc
             losses["dc"] = l_dc.detach()
         if cfg.w_dp > 0:
@@ -298,7 +315,7 @@ class DepthGuidance:
             noise = randn_tensor(
                 (batch, 1, r, r), generator=generator, device=d_strong.device, dtype=d_strong.dtype
             )
-            l_dp = dpg_loss(self.prior, d_strong, tau, noise, reduction)
+            l_dp = dpg_loss(self.prior, d_strong, tau, noise, reduction, resize=self.prior_resize)
             total = total + cfg.w_dp * l_dp
             losses["dp"] = l_dp.detach()
             losses["tau"] = tau.detach().to(d_strong.dtype)

@@ -112,15 +112,17 @@ def train_prior(
     config: PriorConfig,
     norm: DepthNorm,
     log: Callable[[str], None] = print,
+    device: str | torch.device = "cpu",
 ) -> Path:
     """Train ε_φ by the DDPM ε-objective  E‖η − ε_φ(√ᾱ_τ d + √(1−ᾱ_τ) η, τ)‖²  on normalised depth.
 
     ``depth_batches(step)`` returns a batch of NORMALISED depth (B, 1, r, r) with r =
     ``config.resolution``. The output directory is replaced atomically; returns its path.
+    Trains on ``device`` (noise and τ drawn on the CPU from the seed).
     """
     out_dir = Path(out_dir)
     generator = torch.Generator().manual_seed(config.seed)
-    unet = prior_unet(config)
+    unet = prior_unet(config).to(device)
     unet.train()
     scheduler = DDPMScheduler(num_train_timesteps=config.num_train_timesteps)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr)
@@ -128,8 +130,9 @@ def train_prior(
     every = max(1, config.steps // 10)
     for step in range(config.steps):
         depth = _check_batch(depth_batches(step), step, config.resolution)
-        noise = torch.randn(depth.shape, generator=generator)
+        noise = torch.randn(depth.shape, generator=generator).to(device)
         tau = torch.randint(0, config.num_train_timesteps, (depth.shape[0],), generator=generator)
+        depth, tau = depth.to(device), tau.to(device)
         noisy = scheduler.add_noise(depth, noise, tau)
         loss = F.mse_loss(unet(noisy, tau).sample, noise)
         if not torch.isfinite(loss):

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from diffusers import UNet2DModel
 from torch import Tensor
 
@@ -262,6 +263,57 @@ def accuracy_vs_t(
             rows += [{"t": int(t), "branch": b, **_scores(metrics[b])} for b in ("strong", "weak")]
     finally:
         heads.train(was_training)
+    return rows
+
+
+def accuracy_at_head_resolution(
+    unet: UNet2DModel,
+    scheduler: Any,
+    heads: DepthHeads,
+    heldout: DepthData,
+    t_values: Sequence[int],
+    resolution: int,
+    *,
+    batch_size: int = 4,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """:func:`accuracy_vs_t` with the heads evaluated at ``resolution``² and their depth upsampled
+    (bilinear) to the heads' own size — the ``runtime.head_resolution`` lever of guidance — so
+    its cost in depth accuracy is measured on the held-out pairs, same noise, same t."""
+    if not 1 <= resolution <= heads.resolution:
+        raise DagError(f"head resolution {resolution} must be in 1..{heads.resolution}")
+    heads.check_compatible(unet)
+    heads.to(unet.device).eval()
+    cfg, size = heads.config, heads.resolution
+
+    def predict(features: Mapping[int, Tensor], t_batch: Tensor) -> dict[str, Tensor]:
+        out = {}
+        for name, blocks, head in (
+            ("strong", cfg.strong_blocks, heads.strong),
+            ("weak", cfg.weak_blocks, heads.weak),
+        ):
+            g = upsample_concat([features[k].to(head.out.weight.dtype) for k in blocks], resolution)
+            d = head(g, t_batch)
+            out[name] = F.interpolate(d, size=(size, size), mode="bilinear", align_corners=False)
+        return out
+
+    rows = []
+    for t in t_values:
+        metrics = _evaluate(
+            unet,
+            scheduler,
+            heldout,
+            int(t),
+            heads.blocks,
+            predict,
+            heads.norm,
+            batch_size=batch_size,
+            seed=seed,
+        )
+        rows += [
+            {"t": int(t), "branch": b, "resolution": resolution, **_scores(metrics[b])}
+            for b in ("strong", "weak")
+        ]
     return rows
 
 

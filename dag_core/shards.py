@@ -200,6 +200,10 @@ def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename is None:  # e.g. a full disk: name the file being written
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
@@ -247,7 +251,43 @@ def write_shard(
         )
 
     _atomic_write(path, write)
+    digest = _sha256(path)
+    _atomic_write(_sidecar(path), lambda fh: fh.write(f"{digest}  {path.name}\n".encode()))
     return path
+
+
+def _sidecar(path: Path) -> Path:
+    """The checksum file ``.part-XXXXX.parquet.sha256`` written right after shard ``path``."""
+    return path.with_name(f".{path.name}.sha256")
+
+
+def _read_manifest(directory: Path) -> dict | None:
+    """The parsed manifest of ``directory`` (None if absent; DagError if malformed)."""
+    manifest_path = directory / MANIFEST_NAME
+    if not manifest_path.is_file():
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        {s["file"]: (s["rows"], s["sha256"]) for s in manifest["shards"]}
+        int(manifest["total_rows"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DagError(f"malformed manifest {manifest_path}: {exc}") from exc
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise DagError(
+            f"{manifest_path}: unsupported schema_version {manifest.get('schema_version')!r}"
+        )
+    return manifest
+
+
+def _recorded_digest(path: Path, manifest: dict | None) -> str | None:
+    """The sha256 recorded for shard ``path``: its sidecar (newest), else the manifest entry."""
+    sidecar = _sidecar(path)
+    if sidecar.is_file():
+        return sidecar.read_text().split(maxsplit=1)[0] if sidecar.stat().st_size else None
+    for entry in (manifest or {}).get("shards", []):
+        if entry["file"] == path.name:
+            return str(entry["sha256"])
+    return None
 
 
 def _shard_files(directory: Path) -> dict[int, Path]:
@@ -277,24 +317,36 @@ def _open_shard(path: Path) -> pq.ParquetFile:
 
 
 def completed_shards(directory: str | Path) -> set[int]:
-    """Indices of the shards in ``directory`` that are complete (empty set if it does not exist).
+    """Indices of the shards in ``directory`` whose content verifies (empty set if no directory).
 
-    A shard is complete when its Parquet footer opens, its schema is :data:`SCHEMA` and its row
-    groups add up to the footer's row count (the footer is written last, so a whole footer means a
-    whole file). The manifest is not consulted: it may be stale between :func:`write_shard` and
-    :func:`write_manifest`.
+    A shard is complete when its Parquet footer opens with :data:`SCHEMA`, its row groups add up
+    to the footer's row count, AND its sha256 equals the one recorded when it was written (its
+    ``.part-XXXXX.parquet.sha256`` sidecar, or else its ``_manifest.json`` entry). A readable footer
+    alone proves nothing about the bytes before it: a shard damaged mid-file, or one without a
+    recorded checksum, is not complete, so a resume renders it again instead of blessing it.
     """
     directory = Path(directory)
     if not directory.is_dir():
         return set()
+    manifest = _manifest_or_none(directory)
     done = set()
     for index, path in _shard_files(directory).items():
         try:
             _open_shard(path)
         except DagError:
             continue
-        done.add(index)
+        recorded = _recorded_digest(path, manifest)
+        if recorded is not None and recorded == _sha256(path):
+            done.add(index)
     return done
+
+
+def _manifest_or_none(directory: Path) -> dict | None:
+    """Like :func:`_read_manifest`, but a malformed manifest counts as none (resume, rebuild)."""
+    try:
+        return _read_manifest(directory)
+    except DagError:
+        return None
 
 
 def _sha256(path: Path) -> str:
@@ -317,8 +369,8 @@ def _shard_depth_dtype(pf: pq.ParquetFile, path: Path) -> str:
 def write_manifest(directory: str | Path) -> dict:
     """Rebuild ``_manifest.json`` from the complete shards on disk, atomically; return it.
 
-    Incomplete shard files (see :func:`completed_shards`) are left out. DagError if there are no
-    complete shards or they disagree on the depth dtype.
+    Shards whose content does not verify (see :func:`completed_shards`) are left out, never
+    blessed. DagError if there are no complete shards or they disagree on the depth dtype.
     """
     directory = Path(directory)
     done = completed_shards(directory)
@@ -382,11 +434,19 @@ def write_dataset(
     return write_manifest(directory)
 
 
-def _dataset_shards(directory: str | Path) -> list[Path]:
-    """All shard files of a dataset in index order, each checked to open (DagError otherwise)."""
+def _dataset_shards(directory: str | Path, verify: bool = True) -> list[Path]:
+    """The shard files of a dataset in index order (DagError naming the first bad one).
+
+    ``verify`` (default): the dataset must be whole — see :func:`verify_dataset` — and exactly the
+    shards its manifest lists are returned. ``verify=False`` takes every shard file whose footer
+    opens, for datasets still being written.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise DagError(f"dataset directory {directory} does not exist")
+    if verify:
+        manifest = verify_dataset(directory)
+        return [directory / s["file"] for s in manifest["shards"]]
     paths = list(_shard_files(directory).values())
     if not paths:
         raise DagError(f"dataset directory {directory} holds no part-*.parquet shards")
@@ -431,9 +491,12 @@ def _row_sample(row: dict[str, Any], path: Path) -> Sample:
 
 
 def read_samples(
-    directory: str | Path, *, columns: Sequence[str] | None = None
+    directory: str | Path, *, columns: Sequence[str] | None = None, verify: bool = True
 ) -> Iterator[Sample]:
     """Yield every sample of the dataset, shard by shard in index order, decoded.
+
+    ``verify`` (default) first checks the dataset is whole against its manifest (checksums
+    included; :func:`verify_dataset`), so an incomplete or damaged dataset is never read as whole.
 
     ``columns`` picks which :class:`Sample` fields to read and decode (a subset of
     :data:`SAMPLE_FIELDS`; ``id`` is always read); ``rgb``/``depth`` left out come back as None,
@@ -446,54 +509,104 @@ def read_samples(
     arrow_cols = ["id", "height", "width", *wanted]
     if "depth" in wanted:
         arrow_cols.append("depth_dtype")
-    for path, batch in _iter_batches(_dataset_shards(directory), arrow_cols):
+    paths = _dataset_shards(directory, verify)  # before the first sample is yielded
+    return _read_rows(paths, arrow_cols)
+
+
+def _read_rows(paths: list[Path], arrow_cols: list[str]) -> Iterator[Sample]:
+    for path, batch in _iter_batches(paths, arrow_cols):
         for row in batch.to_pylist():
             yield _row_sample(row, path)
 
 
-def read_table(directory: str | Path) -> pa.Table:
-    """All shards of the dataset as one raw :data:`SCHEMA` table, rows in shard order."""
-    paths = _dataset_shards(directory)
+def read_table(directory: str | Path, *, verify: bool = True) -> pa.Table:
+    """All shards of the dataset as one raw :data:`SCHEMA` table, rows in shard order.
+
+    ``verify``: as in :func:`read_samples`. Use this (or ``read_table(d).to_pandas()``) rather
+    than ``pandas.read_parquet(d)``, which reads whatever files are there.
+    """
+    paths = _dataset_shards(directory, verify)
     batches = [batch for _, batch in _iter_batches(paths, SCHEMA.names)]
     return pa.Table.from_batches(batches, schema=SCHEMA)
 
 
-def verify_dataset(directory: str | Path) -> dict:
+def dataset_problems(directory: str | Path, *, checksums: bool = True) -> list[str]:
+    """Everything wrong with the dataset in ``directory``, one line each (empty: it is whole).
+
+    Whole means: ``_manifest.json`` exists (it is written only after every shard is), every shard
+    it lists is present, opens, has the listed row count and (``checksums``) sha256, no shard on
+    disk is unlisted, and the rows add up to ``total_rows``.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return [f"dataset directory {directory} does not exist"]
+    manifest_path = directory / MANIFEST_NAME
+    try:
+        manifest = _read_manifest(directory)
+    except DagError as exc:
+        return [str(exc)]
+    files = {p.name: p for p in _shard_files(directory).values()}
+    if manifest is None:
+        if not files:
+            return [
+                f"dataset directory {directory} holds no part-*.parquet shards "
+                f"(missing manifest {manifest_path})"
+            ]
+        return [
+            f"dataset {directory} is incomplete: missing manifest {manifest_path} (the run that "
+            f"wrote its {len(files)} shard(s) did not finish; rerun its stage)"
+        ]
+    problems = []
+    listed = {s["file"]: s for s in manifest["shards"]}
+    for name in sorted(set(files) | set(listed)):
+        path, entry = directory / name, listed.get(name)
+        if entry is None:
+            problems.append(f"shard {path} is not listed in {manifest_path}")
+            continue
+        if name not in files:
+            problems.append(f"shard {path} listed in {manifest_path} is missing")
+            continue
+        try:
+            rows = _open_shard(path).metadata.num_rows
+        except DagError as exc:
+            problems.append(str(exc))
+            continue
+        if checksums and _sha256(path) != entry["sha256"]:
+            problems.append(f"checksum mismatch for {path} (damaged or changed since written)")
+        elif rows != entry["rows"]:
+            problems.append(f"{path} has {rows} rows, manifest says {entry['rows']}")
+    if sum(s["rows"] for s in listed.values()) != manifest["total_rows"]:
+        total = manifest["total_rows"]
+        problems.append(f"{manifest_path}: total_rows {total} != sum of shard rows")
+    return problems
+
+
+def verify_dataset(directory: str | Path, *, checksums: bool = True) -> dict:
     """Check the manifest against the files; return it, or raise DagError naming the bad file.
 
     Every listed shard must be present with its row count and sha256, no shard may be unlisted,
-    and the total must add up.
+    and the total must add up (see :func:`dataset_problems`).
     """
-    directory = Path(directory)
-    manifest_path = directory / MANIFEST_NAME
-    if not manifest_path.is_file():
-        raise DagError(f"missing manifest {manifest_path}")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        listed = {s["file"]: s for s in manifest["shards"]}
-        total = manifest["total_rows"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise DagError(f"malformed manifest {manifest_path}: {exc}") from exc
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise DagError(
-            f"{manifest_path}: unsupported schema_version {manifest.get('schema_version')!r}"
-        )
-    on_disk = {p.name: p for p in _dataset_shards(directory)}
-    unlisted = sorted(set(on_disk) - set(listed))
-    if unlisted:
-        raise DagError(f"shard {on_disk[unlisted[0]]} is not listed in {manifest_path}")
-    for name, entry in listed.items():
-        path = directory / name
-        if name not in on_disk:
-            raise DagError(f"shard {path} listed in {manifest_path} is missing")
-        if _sha256(path) != entry["sha256"]:
-            raise DagError(f"checksum mismatch for {path}")
-        rows = pq.ParquetFile(path).metadata.num_rows
-        if rows != entry["rows"]:
-            raise DagError(f"{path} has {rows} rows, manifest says {entry['rows']}")
-    if sum(s["rows"] for s in listed.values()) != total:
-        raise DagError(f"{manifest_path}: total_rows {total} != sum of shard rows")
+    problems = dataset_problems(directory, checksums=checksums)
+    if problems:
+        raise DagError(problems[0])
+    manifest = _read_manifest(Path(directory))
+    assert manifest is not None
     return manifest
+
+
+def find_datasets(root: str | Path, max_depth: int = 3) -> list[Path]:
+    """Dataset directories at or below ``root`` (those holding shards or a manifest)."""
+    root = Path(root)
+    found = []
+    if not root.is_dir():
+        return found
+    if (root / MANIFEST_NAME).is_file() or _shard_files(root):
+        return [root]
+    if max_depth > 0:
+        for sub in sorted(p for p in root.iterdir() if p.is_dir() and p.name[0] not in "._"):
+            found.extend(find_datasets(sub, max_depth - 1))
+    return found
 
 
 class ShardDataset(torch.utils.data.IterableDataset):
@@ -510,10 +623,15 @@ class ShardDataset(torch.utils.data.IterableDataset):
         self,
         directory: str | Path,
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        *,
+        verify: bool = True,
     ) -> None:
-        """Open the dataset in ``directory`` (DagError if missing, empty or corrupt)."""
+        """Open the dataset in ``directory`` (DagError if missing, incomplete or corrupt).
+
+        ``verify`` (default) checks it against its manifest first (:func:`verify_dataset`).
+        """
         super().__init__()
-        self.paths = _dataset_shards(directory)
+        self.paths = _dataset_shards(directory, verify)
         self.transform = transform
         self.num_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in self.paths)
 
@@ -541,17 +659,63 @@ class ShardDataset(torch.utils.data.IterableDataset):
 
 
 def load_tensors(
-    directory: str | Path, limit: int | None = None
+    directory: str | Path, limit: int | None = None, *, verify: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A small dataset (e.g. the ~100-pair labelled subset) in memory, in shard order.
 
     Returns ``(images, depth)``: float32 (N, 3, H, W) in [-1, 1] and float32 (N, 1, H, W) metres.
-    ``limit`` keeps the first ``limit`` rows.
+    ``limit`` keeps the first ``limit`` rows; ``verify`` as in :class:`ShardDataset`.
     """
     images, depths = [], []
-    for item in ShardDataset(directory):
+    for item in ShardDataset(directory, verify=verify):
         if limit is not None and len(images) >= limit:
             break
         images.append(item["image"])
         depths.append(item["depth"])
     return torch.stack(images), torch.stack(depths)
+
+
+def read_pandas(directory: str | Path, *, verify: bool = True) -> Any:
+    """The raw rows as a pandas DataFrame, after the same check as :func:`read_table`."""
+    return read_table(directory, verify=verify).to_pandas()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m dag_core.shards verify DIR...``: report whether each dataset is whole.
+
+    DIR may be one dataset or a folder of them (e.g. ``data/synthetic``). Prints one ``ok`` line
+    per whole dataset and one line per problem; ends with one ``error:`` line on stderr and exit
+    status 2 if any dataset is incomplete or damaged.
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m dag_core.shards")
+    sub = parser.add_subparsers(dest="command", required=True)
+    verify = sub.add_parser("verify", help="check datasets against their manifests")
+    verify.add_argument("dirs", nargs="+", help="a dataset folder, or a folder of datasets")
+    args = parser.parse_args(argv)
+    bad: list[str] = []
+    for root in args.dirs:
+        datasets = find_datasets(root) or [Path(root)]
+        for directory in datasets:
+            problems = dataset_problems(directory)
+            if problems:
+                bad.append(f"{directory}: {problems[0]}")
+                for line in problems:
+                    print(f"BAD  {directory}: {line}")
+            else:
+                m = _read_manifest(directory) or {}
+                print(
+                    f"ok   {directory}: {len(m['shards'])} shard(s), {m['total_rows']} rows, "
+                    f"depth {m['depth_dtype']}"
+                )
+    if bad:
+        more = f" (and {len(bad) - 1} more dataset(s))" if len(bad) > 1 else ""
+        print(f"error: {bad[0]}{more}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

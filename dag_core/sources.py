@@ -132,6 +132,13 @@ class FolderSource(Sequence[Sample]):
             raw = np.asarray(Image.open(dep))
             if raw.dtype != np.uint16 and not (raw.dtype == np.int32 and raw.max() > 255):
                 raise DagError(f"depth PNG {dep} is not 16-bit (millimetres); got {raw.dtype}")
+            valid = raw[raw > 0]
+            if valid.size and int(valid.max()) <= 255:
+                raise DagError(
+                    f"depth PNG {dep} is 16-bit but every value is <= 255 (max {int(valid.max())}"
+                    f" mm): that looks like 8-bit data, not millimetres; store depth in mm "
+                    f"(uint16) or as .npy metres"
+                )
             depth = raw.astype(np.float32) / 1000.0
         rgb, depth = resize_pair(rgb, depth, self.resolution)
         return Sample(id=f"folder-{img.stem}", rgb=rgb, depth=depth, source="folder")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,12 +33,15 @@ from dag_core.backbone import load_base_model, model_hash
 from dag_core.errors import DagError
 from dag_core.features import FeatureExtractor
 from dag_core.guidance import DepthGuidance, GuidanceConfig, dcg_loss, dpg_loss
+from dag_core.guidance_runtime import RuntimeGuidance
 from dag_core.heads import DepthHeads
 from dag_core.prior import DepthPrior, load_prior
-from dag_core.sampling import make_scheduler, sample
-from dag_core.shards import Sample, write_shard
+from dag_core.runtime import RuntimeConfig
+from dag_core.sampling import SAMPLERS, make_scheduler, sample
+from dag_core.shards import DEPTH_DTYPES, Sample, write_shard
 
 SPEC_NAME = "_spec.json"
+_VARIANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
 def sample_seed(seed: int, index: int) -> int:
@@ -59,15 +63,40 @@ class SynthesisSpec:
     depth_dtype: str = "float16"
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     hashes: dict[str, str] = field(default_factory=dict)
+    #: the runtime settings that can change bytes (:meth:`RuntimeConfig.result_record`)
+    runtime: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.num_samples < 1:
-            raise DagError(f"num_samples must be >= 1, got {self.num_samples}")
-        if self.shard_size < 1:
-            raise DagError(f"shard_size must be >= 1, got {self.shard_size}")
+        """Validate every value that a sampler, scheduler or numpy would reject later, so a
+        bad spec fails before any output is touched (the steps' upper bound needs the model's
+        scheduler: see :func:`check_spec_fits`)."""
+        for name, low in (("num_samples", 1), ("shard_size", 1), ("seed", 0), ("steps", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise DagError(f"{name} must be an int >= {low}, got {value!r}")
+        if self.seed >= 2**32:
+            raise DagError(f"seed must be < 2**32, got {self.seed}")
+        if self.sampler not in SAMPLERS:
+            raise DagError(
+                f"unknown sampler {self.sampler!r}; expected one of {', '.join(SAMPLERS)}"
+            )
+        eta = self.eta
+        if isinstance(eta, bool) or not isinstance(eta, int | float) or not 0.0 <= eta <= 1.0:
+            raise DagError(f"eta must be a number in [0, 1] (DDIM stochasticity), got {eta!r}")
+        if eta != 0.0 and self.sampler != "ddim":
+            raise DagError(f"eta={eta} only applies to the ddim sampler, not {self.sampler!r}")
+        if self.depth_dtype not in DEPTH_DTYPES:
+            raise DagError(
+                f"unknown depth_dtype {self.depth_dtype!r}; expected one of "
+                f"{', '.join(DEPTH_DTYPES)}"
+            )
         if not self.variants:
             raise DagError("no synthesis variants given (expected e.g. unguided and dag)")
         for name, cfg in self.variants.items():
+            if not isinstance(name, str) or not _VARIANT_RE.match(name):
+                raise DagError(f"variant name {name!r} must be a plain folder name ([A-Za-z0-9_-])")
+            if not isinstance(cfg, dict):
+                raise DagError(f"variant '{name}' must map guidance settings, got {cfg!r}")
             guidance_config(name, cfg)  # validates scales before anything is written
 
     @property
@@ -136,6 +165,23 @@ def load_models(
     return SynthesisModels(base.unet, base.scheduler, depth_heads, depth_prior, hashes)
 
 
+def check_spec_fits(models: SynthesisModels, spec: SynthesisSpec) -> None:
+    """Build the scheduler and every variant's guidance once, without sampling: DagError for a
+    step count beyond the model's T, a missing prior, or a tau the prior cannot take."""
+    make_scheduler(models.scheduler, spec.sampler, spec.steps)
+    for variant, settings in spec.variants.items():
+        config = guidance_config(variant, settings)
+        if config.w_dp > 0 and models.prior is None:
+            raise DagError(f"variant '{variant}' has w_dp={config.w_dp} but no depth prior")
+        if config.enabled:
+            guidance = DepthGuidance(models.unet, models.heads, models.prior, config)
+            train_steps = int(models.scheduler.config.num_train_timesteps)
+            if guidance.num_train_timesteps != train_steps:
+                raise DagError(
+                    f"heads assume T={guidance.num_train_timesteps}, base model has T={train_steps}"
+                )
+
+
 def _to_uint8(images: torch.Tensor) -> np.ndarray:
     """[-1, 1] (B, 3, H, W) → uint8 (B, H, W, 3)."""
     x = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
@@ -151,13 +197,21 @@ def render_shard(
     *,
     batch_size: int = 16,
     progress: Callable[[int], None] | None = None,
+    runtime: RuntimeConfig | None = None,
 ) -> Path:
-    """Sample shard ``shard`` of ``variant`` and write it atomically into ``out_dir``."""
+    """Sample shard ``shard`` of ``variant`` and write it atomically into ``out_dir``.
+
+    ``runtime`` (default: today's fp32 path) selects bf16 autocast, the heads' evaluation
+    resolution, guidance micro-batches and deterministic resizes (:mod:`dag_core.runtime`).
+    """
     config = guidance_config(variant, spec.variants[variant])
     if config.w_dp > 0 and models.prior is None:
         raise DagError(f"variant '{variant}' has w_dp={config.w_dp} but no depth prior was given")
+    rt = runtime or RuntimeConfig()
     guidance = (
-        DepthGuidance(models.unet, models.heads, models.prior, config) if config.enabled else None
+        RuntimeGuidance(models.unet, models.heads, models.prior, config, rt)
+        if config.enabled
+        else None
     )
     meta = {
         "variant": variant,
@@ -167,15 +221,18 @@ def render_shard(
         "eta": spec.eta,
         "hashes": spec.hashes,
     }
+    if spec.runtime:
+        meta["runtime"] = spec.runtime
     indices = list(spec.shard_indices(shard))
     samples: list[Sample] = []
     for start in range(0, len(indices), batch_size):
         chunk = indices[start : start + batch_size]
         seeds = [sample_seed(spec.seed, i) for i in chunk]
         scheduler = make_scheduler(models.scheduler, spec.sampler, spec.steps)
-        result = sample(
-            models.unet, scheduler, seeds, guidance=guidance, heads=models.heads, eta=spec.eta
-        )
+        with rt.autocast(models.unet.device):
+            result = sample(
+                models.unet, scheduler, seeds, guidance=guidance, heads=models.heads, eta=spec.eta
+            )
         rgb = _to_uint8(result.images)
         depth = result.depth[:, 0].float().cpu().numpy()
         for j, i in enumerate(chunk):

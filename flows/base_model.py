@@ -11,7 +11,8 @@ from typing import Any
 
 from prefect import flow
 
-from flows._cli import run_stage
+from dag_core.errors import DagError
+from flows._cli import check_runtime, run_stage
 from tasks.base_model import pin_pretrained_base_model, train_embedded_base_model
 
 
@@ -20,11 +21,21 @@ def base_model(
     pretrained: str | None = None,
     out_dir: str = "models/base",
     train: dict[str, Any] | None = None,
+    runtime: dict[str, Any] | None = None,
+    render_workers: int = 0,
 ) -> str:
-    """Pin ``pretrained`` or train the embedded model with the ``train`` settings."""
+    """Pin ``pretrained`` or train the embedded model with the ``train`` settings (on the
+    ``runtime`` device; ``render_workers`` processes render world scenes ahead of the GPU)."""
+    runtime = check_runtime(runtime)
     if pretrained:
         return pin_pretrained_base_model(out_dir, pretrained)
-    return train_embedded_base_model(out_dir, dict(train or {}))
+    if (
+        isinstance(render_workers, bool)
+        or not isinstance(render_workers, int)
+        or render_workers < 0
+    ):
+        raise DagError(f"render_workers must be an int >= 0, got {render_workers!r}")
+    return train_embedded_base_model(out_dir, dict(train or {}), runtime, render_workers)
 
 
 if __name__ == "__main__":

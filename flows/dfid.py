@@ -11,11 +11,12 @@ difference whose CI contains 0 is reported as "no difference" (:mod:`dag_core.me
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prefect import flow
 
 from dag_core.errors import DagError
-from flows._cli import run_stage
+from flows._cli import check_runtime, run_stage
 from tasks.evaluation import compute_dfid
 
 
@@ -31,9 +32,11 @@ def dfid(
     n_boot: int = 500,
     reference_variant: str | None = "unguided",
     metrics_file: str = "metrics/dfid.json",
+    runtime: dict[str, Any] | None = None,
 ) -> str:
     """Write ``metrics_file`` with dFID, FID, KID, P/R and consistency per variant (default:
     every synthetic variant) and the paired differences to ``reference_variant``."""
+    runtime = check_runtime(runtime)
     if variants is None:
         root = Path(synthetic)
         if not root.is_dir():
@@ -56,6 +59,7 @@ def dfid(
         n_boot,
         reference_variant,
         metrics_file,
+        runtime,
     )
     return metrics_file
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows._cli import run_stage
+from flows._cli import check_runtime, run_stage
 from tasks.evaluation import evaluate_depth_nets, fit_depth_net
 
 
@@ -27,19 +27,23 @@ def downstream(
     config: dict[str, Any] | None = None,
     metrics_file: str = "metrics/downstream.json",
     table_file: str = "metrics/downstream.md",
+    runtime: dict[str, Any] | None = None,
 ) -> str:
     """Train one depth net per entry of ``train_sets`` (name → shard dir) and evaluate them all."""
+    runtime = check_runtime(runtime)
     sets = train_sets or {
         "labelled": "data/labelled/train",
         "unguided": "data/synthetic/unguided",
         "dag": "data/synthetic/dag",
     }
     models = {
-        name: fit_depth_net([path], f"{models_dir}/{name}", dict(config or {}), dict(norm or {}))
+        name: fit_depth_net(
+            [path], f"{models_dir}/{name}", dict(config or {}), dict(norm or {}), runtime
+        )
         for name, path in sets.items()
     }
     return evaluate_depth_nets(
-        models, world_test, nyu_path, nyu_median_scaling, metrics_file, table_file
+        models, world_test, nyu_path, nyu_median_scaling, metrics_file, table_file, runtime
     )
 
 

@@ -5,10 +5,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import flow
 
 from dag_core.backbone import model_resolution
-from flows._cli import run_stage
+from flows._cli import check_runtime, run_stage
 from tasks.label_subset import write_label_subset
 
 
@@ -25,11 +27,15 @@ def label_subset(
     resolution: int | None = None,
     depth_dtype: str = "float16",
     out_dir: str = "data/labelled",
+    runtime: dict[str, Any] | None = None,
 ) -> str:
     """Write ``out_dir/train`` (n pairs) and ``out_dir/heldout`` (n_heldout pairs) as shards.
 
     ``resolution`` defaults to the base model's sample size, so pairs match the U-Net input.
+    ``runtime`` is validated like every stage's; the world renderer is vectorised NumPy on the
+    CPU (hundreds of scenes/s), so this stage does not use the GPU.
     """
+    check_runtime(runtime)
     res = resolution or model_resolution(base_model)
     return write_label_subset(
         out_dir,

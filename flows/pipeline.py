@@ -7,14 +7,13 @@ params.yaml groups, but without DVC's caching: every stage runs every time.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from prefect import flow
 
 from dag_core.errors import DagError
-from flows._cli import flow_kwargs, load_params
+from flows._cli import checked_kwargs, load_params, run_cli
 from flows.base_model import base_model
 from flows.dfid import dfid
 from flows.downstream import downstream
@@ -58,7 +57,7 @@ def pipeline(params_file: str = "params.yaml", stages: list[str] | None = None) 
     for name in STAGES:
         if name in chosen:
             fn = STAGES[name]
-            outputs.append(str(fn(**flow_kwargs(fn, load_params(params_file, name)))))
+            outputs.append(str(fn(**checked_kwargs(fn, name, load_params(params_file, name)))))
     return outputs
 
 
@@ -67,12 +66,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("stages", nargs="*", help="stages to run (default: all, in order)")
     args = parser.parse_args(argv)
-    try:
-        check_stages(args.stages)  # before any Prefect run starts
+
+    def body() -> None:
+        # Every chosen stage's group, names, types and output paths are checked before any
+        # Prefect run starts (a bad value in the last stage must not cost the first ones); input
+        # datasets are checked as each stage starts, since earlier stages (re)write them.
+        for name in check_stages(args.stages):
+            checked_kwargs(STAGES[name], name, load_params(args.params, name), inputs=False)
         pipeline(params_file=args.params, stages=args.stages or None)
-    except DagError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+
+    run_cli(body)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows._cli import run_stage
+from flows._cli import check_runtime, run_stage
 from tasks.heads import run_probes
 
 
@@ -26,8 +26,10 @@ def probe_heads(
     config: dict[str, Any] | None = None,
     eval_t: list[int] | None = None,
     out_dir: str = "plots/probe",
+    runtime: dict[str, Any] | None = None,
 ) -> str:
     """Write ``layers.csv``, ``num_images.csv``, ``vs_t.csv`` and ``probes.png`` to ``out_dir``."""
+    runtime = check_runtime(runtime)
     return run_probes(
         base_model,
         labelled,
@@ -39,6 +41,7 @@ def probe_heads(
         heads,
         eval_t or [0, 100, 250, 500],
         out_dir,
+        runtime,
     )
 
 

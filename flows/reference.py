@@ -14,7 +14,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows._cli import run_stage
+from flows._cli import check_runtime, run_stage
 from tasks.evaluation import fit_depth_net, write_world_reference
 
 
@@ -27,10 +27,14 @@ def reference(
     out_dir: str = "models/reference_depth",
     norm: dict[str, Any] | None = None,
     config: dict[str, Any] | None = None,
+    runtime: dict[str, Any] | None = None,
 ) -> str:
     """Write ``data_dir/{train,test}`` and train the reference estimator into ``out_dir``."""
+    runtime = check_runtime(runtime)
     write_world_reference(data_dir, resolution, n_train, n_test)
-    return fit_depth_net([f"{data_dir}/train"], out_dir, dict(config or {}), dict(norm or {}))
+    return fit_depth_net(
+        [f"{data_dir}/train"], out_dir, dict(config or {}), dict(norm or {}), runtime
+    )
 
 
 if __name__ == "__main__":

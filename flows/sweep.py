@@ -13,7 +13,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows._cli import run_stage
+from flows._cli import check_runtime, run_stage
 from tasks.sweep import guidance_sweep
 
 
@@ -39,8 +39,10 @@ def sweep(
     windows: list[list[float]] | None = None,
     out_dir: str = "plots/sweep",
     figure: str | None = "plots/sweep.png",
+    runtime: dict[str, Any] | None = None,
 ) -> str:
     """Write one CSV per (mode, window) into ``out_dir`` and the figure; returns ``out_dir``."""
+    runtime = check_runtime(runtime)
     return guidance_sweep(
         models={"base_model": base_model, "heads": heads, "prior": prior},
         evaluation={
@@ -64,6 +66,7 @@ def sweep(
         windows=[list(w) for w in (windows or [[0.0, 0.6]])],
         out_dir=out_dir,
         figure=figure,
+        runtime=runtime,
     )
 
 

@@ -23,9 +23,10 @@ from prefect import flow
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from dag_core.errors import DagError
+from dag_core.runtime import RuntimeConfig
 from dag_core.shards import completed_shards
-from dag_core.synthesis import SynthesisSpec
-from flows._cli import run_stage
+from dag_core.synthesis import SynthesisSpec, check_spec_fits
+from flows._cli import check_runtime, check_writable, run_stage
 from tasks.synthesis_report import write_synthesis_report
 from tasks.synthesize import (
     cached_models,
@@ -42,7 +43,13 @@ def make_task_runner(config: dict[str, Any] | None) -> TaskRunner:
     """``{"kind": "local"}`` (default) or ``{"kind": "dask", "n_workers": 2, "address": None,
     "cluster_class": "distributed.LocalCluster"}`` (``dask_cuda.LocalCUDACluster`` on GPUs)."""
     cfg = dict(config or {})
+    unknown = sorted(set(cfg) - {"kind", "n_workers", "address", "cluster_class", "cluster_kwargs"})
+    if unknown:
+        raise DagError(f"unknown task_runner setting(s) {', '.join(map(str, unknown))}")
     kind = cfg.pop("kind", "local")
+    n_workers = cfg.get("n_workers", 2)
+    if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
+        raise DagError(f"task_runner n_workers must be an int >= 1, got {n_workers!r}")
     if kind == "local":
         return ThreadPoolTaskRunner(max_workers=1)
     if kind != "dask":
@@ -114,14 +121,26 @@ def synthesize(
     task_runner: dict[str, Any] | None = None,
     metrics_file: str | None = "metrics/synthesis.json",
     report_dir: str | None = "reports/synthesis",
+    runtime: dict[str, Any] | None = None,
 ) -> str:
     """Sample every variant into ``out_dir/<variant>`` shards; returns ``out_dir``.
 
     ``guidance`` holds the shared guidance settings (w_dc, w_dp, tau, window, grad_clip);
-    ``variants`` maps a name to overrides of them (default: unguided and dag).
+    ``variants`` maps a name to overrides of them (default: unguided and dag). ``runtime`` (the
+    shared params group) picks device, precision and guidance levers; every shard task gets it,
+    so with a ``dask_cuda.LocalCUDACluster`` each worker samples on its own GPU.
     """
-    if batch_size < 1:
-        raise DagError(f"batch_size must be >= 1, got {batch_size}")
+    runtime = check_runtime(runtime)
+    rt = RuntimeConfig.from_params(runtime)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise DagError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    for key, value in (("out_dir", out_dir), ("metrics_file", metrics_file)):
+        if value is not None:
+            check_writable(value, key)
+    if report_dir is not None:
+        check_writable(report_dir, "report_dir")
+    if variants is not None and not variants:
+        raise DagError("variants is empty; expected e.g. {unguided: {...}, dag: {}}")
     variants = variants or DEFAULT_VARIANTS
     settings = {name: {**(guidance or {}), **(over or {})} for name, over in variants.items()}
     spec = SynthesisSpec(
@@ -133,10 +152,13 @@ def synthesize(
         eta=eta,
         depth_dtype=depth_dtype,
         variants=settings,
+        runtime=rt.result_record(),
     )
-    # Everything is validated (scales, models, heads/prior fit) before any output is touched.
+    # Everything is validated (scales, sampler, steps, models, heads/prior fit, task runner)
+    # before any output is touched.
     needs_prior = any(variant_uses_prior(spec, v) for v in settings)
-    models = cached_models(base_model, heads, prior if needs_prior else None)
+    models = cached_models(base_model, heads, prior if needs_prior else None, rt)
+    check_spec_fits(models, spec)
     runner = make_task_runner(task_runner)
     spec = SynthesisSpec(**{**spec.__dict__, "hashes": models.hashes})
     root = Path(out_dir)
@@ -156,6 +178,7 @@ def synthesize(
                 heads=heads,
                 prior=prior,
                 batch_size=batch_size,
+                runtime=runtime,
             )
             for k in todo
         ]
@@ -174,7 +197,7 @@ def synthesize(
         finish_variant(target, spec.num_shards)
     if metrics_file or report_dir:
         write_synthesis_report(
-            out_dir, list(settings), base_model, heads, prior, metrics_file, report_dir
+            out_dir, list(settings), base_model, heads, prior, metrics_file, report_dir, runtime
         )
     return out_dir
 

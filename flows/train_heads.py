@@ -11,7 +11,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows._cli import run_stage
+from flows._cli import check_runtime, run_stage
 from tasks.heads import evaluate_heads, fit_heads
 
 
@@ -25,11 +25,19 @@ def train_heads(
     eval_t: list[int] | None = None,
     metrics_file: str = "metrics/heads.json",
     plots_file: str = "plots/heads_vs_t.csv",
+    runtime: dict[str, Any] | None = None,
 ) -> str:
     """Train the heads, then report their held-out accuracy at the timesteps ``eval_t``."""
-    fit_heads(base_model, labelled, out_dir, dict(config or {}), dict(norm or {}))
+    runtime = check_runtime(runtime)
+    fit_heads(base_model, labelled, out_dir, dict(config or {}), dict(norm or {}), runtime)
     evaluate_heads(
-        base_model, labelled, out_dir, eval_t or [0, 100, 250, 500], metrics_file, plots_file
+        base_model,
+        labelled,
+        out_dir,
+        eval_t or [0, 100, 250, 500],
+        metrics_file,
+        plots_file,
+        runtime,
     )
     return out_dir
 

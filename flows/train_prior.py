@@ -13,7 +13,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows._cli import run_stage
+from flows._cli import check_runtime, run_stage
 from tasks.prior import fit_prior
 
 
@@ -25,9 +25,13 @@ def train_prior(
     extra_world: int = 2000,
     extra_depth: str | None = None,
     config: dict[str, Any] | None = None,
+    runtime: dict[str, Any] | None = None,
 ) -> str:
     """Train ε_φ and write it to ``out_dir`` as a diffusers folder (safetensors)."""
-    return fit_prior(labelled, heads, out_dir, dict(config or {}), extra_world, extra_depth)
+    runtime = check_runtime(runtime)
+    return fit_prior(
+        labelled, heads, out_dir, dict(config or {}), extra_world, extra_depth, runtime
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from dag_core.atomic import replace_dir
 from dag_core.depthnorm import DepthNorm
@@ -23,6 +24,7 @@ from dag_core.metrics.effect import CONFIDENCE
 from dag_core.metrics.fid import resolve_extractor
 from dag_core.metrics.scorer import Scorer
 from dag_core.nyu import open_nyu
+from dag_core.runtime import use_runtime
 from dag_core.shards import Sample, read_samples, write_dataset
 from dag_core.world import iter_scenes
 from tasks import config_from_params, run_logger, stage_task
@@ -54,13 +56,20 @@ def write_world_reference(out_dir: str, resolution: int, n_train: int, n_test: i
 
 @stage_task
 def fit_depth_net(
-    train_dirs: list[str], out_dir: str, config: dict[str, Any], norm: dict[str, Any]
+    train_dirs: list[str],
+    out_dir: str,
+    config: dict[str, Any],
+    norm: dict[str, Any],
+    runtime: dict[str, Any] | None = None,
 ) -> str:
-    """Train a monocular depth U-Net on shard datasets and save it (safetensors + json)."""
+    """Train a monocular depth U-Net on shard datasets (on the runtime device) and save it
+    (safetensors + json)."""
     logger = run_logger()
     cfg = downstream_config(config)
     depth_norm = DepthNorm.from_dict(norm)
-    model, _ = train_depth_net(train_dirs, cfg, depth_norm, log=logger.info)
+    rt, device = use_runtime(runtime)
+    with rt.autocast(device):
+        model, _ = train_depth_net(train_dirs, cfg, depth_norm, log=logger.info, device=device)
     with replace_dir(out_dir) as tmp:
         save_depth_net(model, cfg, depth_norm, tmp)
     return out_dir
@@ -88,7 +97,14 @@ def _images_and_labels(
     return np.stack(rgb), (np.stack(depth) if labels else None)
 
 
-def scorer(real: str, estimator: str, extractor: str, batch_size: int, n_boot: int) -> Scorer:
+def scorer(
+    real: str,
+    estimator: str,
+    extractor: str,
+    batch_size: int,
+    n_boot: int,
+    device: torch.device | str | None = None,
+) -> Scorer:
     """The reference set's features and the dFID depth estimator, computed/loaded once."""
     return Scorer(
         _images(real, None),
@@ -96,6 +112,7 @@ def scorer(real: str, estimator: str, extractor: str, batch_size: int, n_boot: i
         extractor=resolve_extractor(extractor),
         batch_size=batch_size,
         n_boot=n_boot,
+        device=device,
     )
 
 
@@ -111,13 +128,15 @@ def compute_dfid(
     n_boot: int,
     reference_variant: str | None,
     metrics_file: str,
+    runtime: dict[str, Any] | None = None,
 ) -> str:
     """dFID (paper §5: FID between depth maps estimated by one reference estimator from generated
     and from real images), FID, KID, precision/recall and image–label consistency per variant,
     each with a bootstrap 95 % CI; and each variant's paired difference to ``reference_variant``
     (same seeds) with its CI and a verdict ("no difference" when the CI contains 0)."""
     logger = run_logger()
-    score = scorer(real, estimator, extractor, batch_size, n_boot)
+    _, device = use_runtime(runtime)
+    score = scorer(real, estimator, extractor, batch_size, n_boot, device)
     sets = {
         v: score.features(*_images_and_labels(Path(synthetic) / v, max_samples)) for v in variants
     }
@@ -157,14 +176,17 @@ def evaluate_depth_nets(
     nyu_median_scaling: bool,
     metrics_file: str,
     table_file: str,
+    runtime: dict[str, Any] | None = None,
 ) -> str:
     """Evaluate each trained depth net on the procedural test split and, if given, NYU-Depth v2."""
     logger = run_logger()
+    _, device = use_runtime(runtime)
     world_pairs = _world_test_pairs(world_test)
     nyu_pairs = open_nyu(nyu_path) if nyu_path else None
     results: dict[str, Any] = {"world": {}, "nyu": {}}
     for name, model_dir in models.items():
         model, cfg, norm = load_depth_net(model_dir)
+        model.to(device)
         results["world"][name] = evaluate(model, world_pairs, norm, cfg.resolution)
         if nyu_pairs is not None:
             results["nyu"][name] = evaluate(

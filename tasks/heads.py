@@ -15,12 +15,14 @@ from dag_core.depthnorm import DepthNorm
 from dag_core.errors import DagError
 from dag_core.heads import DepthHeads, HeadConfig, train_heads
 from dag_core.probe import (
+    accuracy_at_head_resolution,
     accuracy_vs_t,
     mean_depth_baseline,
     plot_probes,
     probe_layers,
     probe_num_images,
 )
+from dag_core.runtime import use_runtime
 from dag_core.shards import load_tensors
 from tasks import config_from_params, run_logger, stage_task
 
@@ -51,28 +53,37 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
 
 @stage_task
 def fit_heads(
-    base_model: str, labelled: str, out_dir: str, config: dict[str, Any], norm: dict[str, Any]
+    base_model: str,
+    labelled: str,
+    out_dir: str,
+    config: dict[str, Any],
+    norm: dict[str, Any],
+    runtime: dict[str, Any] | None = None,
 ) -> str:
-    """Train MLP-S and MLP-W on the labelled pairs; write heads.safetensors + heads.json."""
+    """Train MLP-S and MLP-W on the labelled pairs (on the runtime device); write
+    heads.safetensors + heads.json."""
     logger = run_logger()
     cfg = head_config(config)
     depth_norm = DepthNorm.from_dict(norm)
-    base = load_base_model(base_model)
+    rt, device = use_runtime(runtime)
+    base = load_base_model(base_model, device=device)
+    rt.prepare(base.unet, device)
     images, depth = load_tensors(Path(labelled) / "train")
     if images.shape[-1] != base.resolution:
         raise DagError(
             f"labelled images in {labelled} are {images.shape[-1]}px but the base model "
             f"expects {base.resolution}px"
         )
-    heads, log_rows = train_heads(
-        base.unet,
-        base.scheduler,
-        batches_from(images, depth, cfg.batch_size, cfg.seed),
-        cfg,
-        depth_norm,
-        base_hash=model_hash(base.unet),
-        log=logger.info,
-    )
+    with rt.autocast(device):
+        heads, log_rows = train_heads(
+            base.unet,
+            base.scheduler,
+            batches_from(images, depth, cfg.batch_size, cfg.seed),
+            cfg,
+            depth_norm,
+            base_hash=model_hash(base.unet),
+            log=logger.info,
+        )
     with replace_dir(out_dir) as tmp:
         heads.save(tmp)
         write_csv(tmp / "train_log.csv", log_rows)
@@ -87,14 +98,17 @@ def evaluate_heads(
     t_values: list[int],
     metrics_file: str,
     plots_file: str,
+    runtime: dict[str, Any] | None = None,
 ) -> str:
     """Held-out AbsRel / δ<1.25 of MLP-S and MLP-W vs t, and the mean-depth baseline."""
-    base = load_base_model(base_model)
+    rt, device = use_runtime(runtime)
+    base = load_base_model(base_model, device=device)
     heads = DepthHeads.load(heads_dir)
     heads.check_compatible(base.unet, base_hash=model_hash(base.unet))
     train_images, train_depth = load_tensors(Path(labelled) / "train")
     held_images, held_depth = load_tensors(Path(labelled) / "heldout")
-    rows = accuracy_vs_t(base.unet, base.scheduler, heads, (held_images, held_depth), t_values)
+    with rt.autocast(device):
+        rows = accuracy_vs_t(base.unet, base.scheduler, heads, (held_images, held_depth), t_values)
     baseline = mean_depth_baseline(train_depth, (held_images, held_depth))
     write_csv(plots_file, rows)
     t0 = min(t_values)
@@ -107,6 +121,21 @@ def evaluate_heads(
         "n_train": int(train_images.shape[0]),
         "n_heldout": int(held_images.shape[0]),
     }
+    if rt.head_resolution is not None and rt.head_resolution < heads.resolution:
+        # the guidance lever's cost in depth accuracy, same held-out pairs, noise and t
+        with rt.autocast(device):
+            low = accuracy_at_head_resolution(
+                base.unet,
+                base.scheduler,
+                heads,
+                (held_images, held_depth),
+                [t0],
+                rt.head_resolution,
+            )
+        metrics["at_head_resolution"] = {
+            "resolution": rt.head_resolution,
+            **{r["branch"]: {k: r[k] for k in ("abs_rel", "delta1")} for r in low},
+        }
     Path(metrics_file).parent.mkdir(parents=True, exist_ok=True)
     Path(metrics_file).write_text(json.dumps(metrics, indent=2) + "\n")
     run_logger().info("heads at t=%d: %s", t0, metrics)
@@ -125,31 +154,35 @@ def run_probes(
     heads_dir: str,
     t_values: list[int],
     out_dir: str,
+    runtime: dict[str, Any] | None = None,
 ) -> str:
     """Paper Fig. 4: accuracy per decoder layer, per number of labelled images, and vs t."""
     logger = run_logger()
-    base = load_base_model(base_model)
+    rt, device = use_runtime(runtime)
+    base = load_base_model(base_model, device=device)
+    rt.prepare(base.unet, device)
     cfg = head_config(config)
     depth_norm = DepthNorm.from_dict(norm)
     train = load_tensors(Path(labelled) / "train")
     held = load_tensors(Path(labelled) / "heldout")
     heads = DepthHeads.load(heads_dir)
-    layer_rows = probe_layers(
-        base.unet, base.scheduler, train, held, depth_norm, layers=layers, t=t, config=cfg
-    )
-    ns = [n for n in ns if n <= train[0].shape[0]]
-    n_rows = probe_num_images(
-        base.unet,
-        base.scheduler,
-        train,
-        held,
-        depth_norm,
-        ns=ns,
-        t=t,
-        config=cfg,
-        blocks=heads.config.strong_blocks,
-    )
-    t_rows = accuracy_vs_t(base.unet, base.scheduler, heads, held, t_values)
+    with rt.autocast(device):
+        layer_rows = probe_layers(
+            base.unet, base.scheduler, train, held, depth_norm, layers=layers, t=t, config=cfg
+        )
+        ns = [n for n in ns if n <= train[0].shape[0]]
+        n_rows = probe_num_images(
+            base.unet,
+            base.scheduler,
+            train,
+            held,
+            depth_norm,
+            ns=ns,
+            t=t,
+            config=cfg,
+            blocks=heads.config.strong_blocks,
+        )
+        t_rows = accuracy_vs_t(base.unet, base.scheduler, heads, held, t_values)
     out = Path(out_dir)
     write_csv(out / "layers.csv", layer_rows)
     write_csv(out / "num_images.csv", n_rows)

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from dag_core.atomic import replace_dir
-from dag_core.shards import write_dataset
+from dag_core.errors import DagError
+from dag_core.shards import DEPTH_DTYPES, write_dataset
 from dag_core.sources import open_source, split_indices
 from tasks import run_logger, stage_task
 
@@ -28,6 +29,8 @@ def write_label_subset(
 ) -> str:
     """Pick ``n`` + ``n_heldout`` pairs deterministically and write ``out_dir/{train,heldout}``."""
     logger = run_logger()
+    if depth_dtype not in DEPTH_DTYPES:  # before the output folder is touched
+        raise DagError(f"unknown depth_dtype {depth_dtype!r}; expected one of {DEPTH_DTYPES}")
     pairs = open_source(source, resolution, path=path, depth_dir=depth_dir, split=split)
     train, heldout = split_indices(len(pairs), n, n_heldout, seed)
     counts = {}

@@ -13,6 +13,7 @@ from dag_core.atomic import replace_dir
 from dag_core.errors import DagError
 from dag_core.heads import DepthHeads
 from dag_core.prior import PriorConfig, train_prior
+from dag_core.runtime import use_runtime
 from dag_core.shards import load_tensors
 from dag_core.world import render
 from tasks import config_from_params, run_logger, stage_task
@@ -54,16 +55,21 @@ def fit_prior(
     config: dict[str, Any],
     extra_world: int,
     extra_depth: str | None,
+    runtime: dict[str, Any] | None = None,
 ) -> str:
-    """Train ε_φ on normalised depth at the prior resolution (norm taken from the heads)."""
+    """Train ε_φ on normalised depth at the prior resolution (norm taken from the heads), on the
+    runtime device."""
     logger = run_logger()
     cfg = prior_config(config)
+    rt, device = use_runtime(runtime)
     norm = DepthHeads.load(heads).norm
     depth = depth_pool(labelled, extra_world, extra_depth)
     x = norm.normalize(depth)
     x = F.interpolate(x, size=(cfg.resolution, cfg.resolution), mode="bilinear", antialias=True)
     x = torch.where(_measured(depth, x), x, torch.ones_like(x))
-    logger.info("depth prior: %d maps at %d², norm %s", x.shape[0], cfg.resolution, norm)
+    logger.info(
+        "depth prior: %d maps at %d², norm %s, on %s", x.shape[0], cfg.resolution, norm, device
+    )
 
     def batches(step: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
@@ -72,8 +78,8 @@ def fit_prior(
         b = x[idx]
         return torch.where(flip[:, None, None, None], b.flip(-1), b)
 
-    with replace_dir(out_dir) as tmp:
-        train_prior(batches, tmp, cfg, norm, log=logger.info)
+    with replace_dir(out_dir) as tmp, rt.autocast(device):
+        train_prior(batches, tmp, cfg, norm, log=logger.info, device=device)
     return out_dir
 
 

@@ -14,7 +14,9 @@ from typing import Any
 
 from dag_core.errors import DagError
 from dag_core.figures import sweep_figure
-from dag_core.metrics.scorer import GeneratedSet, Scorer
+from dag_core.metrics.scorer import GeneratedSet
+from dag_core.runtime import use_runtime
+from dag_core.shards import write_manifest
 from dag_core.synthesis import SynthesisSpec, render_shard
 from tasks import run_logger, stage_task
 from tasks.evaluation import _images_and_labels, scorer
@@ -69,20 +71,6 @@ def check_sweep(
         raise DagError(f"sweep num_samples must be >= 2, got {num_samples}")
 
 
-def _render(
-    models: Any,
-    spec_kw: dict[str, Any],
-    settings: dict[str, Any],
-    tmp: Path,
-    name: str,
-    batch_size: int,
-    score: Scorer,
-) -> GeneratedSet:
-    spec = SynthesisSpec(shard_size=spec_kw["num_samples"], variants={name: settings}, **spec_kw)
-    path = render_shard(models, spec, name, 0, tmp / name, batch_size=batch_size)
-    return score.features(*_images_and_labels(path.parent, None))
-
-
 @stage_task
 def guidance_sweep(
     models: dict[str, str | None],
@@ -94,6 +82,7 @@ def guidance_sweep(
     windows: list[list[float]],
     out_dir: str,
     figure: str | None,
+    runtime: dict[str, Any] | None = None,
 ) -> str:
     """Sample every (mode, window, w) point with the same seeds, score it against the unguided
     set, and write one CSV per (mode, window) series into ``out_dir`` (+ a PNG ``figure``)."""
@@ -101,13 +90,24 @@ def guidance_sweep(
     spec_kw = dict(sampling)
     batch_size = int(spec_kw.pop("batch_size", 16))
     check_sweep(modes, scales, windows, int(spec_kw["num_samples"]))
-    loaded = cached_models(models["base_model"], models["heads"], models["prior"])
-    score = scorer(**evaluation)
+    rt, device = use_runtime(runtime)
+    loaded = cached_models(models["base_model"], models["heads"], models["prior"], rt)
+    score = scorer(**evaluation, device=device)
     series: dict[str, list[dict[str, float]]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        base = _render(
-            loaded, spec_kw, {"w_dc": 0.0, "w_dp": 0.0}, Path(tmp), "w0", batch_size, score
+
+    def render(settings: dict[str, Any], name: str, tmp: Path) -> GeneratedSet:
+        spec = SynthesisSpec(
+            shard_size=spec_kw["num_samples"],
+            variants={name: settings},
+            runtime=rt.result_record(),
+            **spec_kw,
         )
+        path = render_shard(loaded, spec, name, 0, tmp / name, batch_size=batch_size, runtime=rt)
+        write_manifest(path.parent)  # a whole one-shard dataset, read back verified
+        return score.features(*_images_and_labels(path.parent, None))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = render({"w_dc": 0.0, "w_dp": 0.0}, "w0", Path(tmp))
         base_row, _ = score.summary(base, base)
         for mode in modes:
             for window in windows:
@@ -124,15 +124,7 @@ def guidance_sweep(
                             "scale_mode": mode,
                             "window": list(window),
                         }
-                        gen = _render(
-                            loaded,
-                            spec_kw,
-                            settings,
-                            Path(tmp),
-                            f"{name}-w{w:g}",
-                            batch_size,
-                            score,
-                        )
+                        gen = render(settings, f"{name}-w{w:g}", Path(tmp))
                         row, diff = score.summary(gen, base)
                     rows.append({"w": w, **row, **(diff or {})})
                     logger.info(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from dag_core.figures import sample_sheet, write_ply
+from dag_core.runtime import RuntimeConfig
 from dag_core.shards import read_samples
 from tasks import run_logger, stage_task
 from tasks.synthesize import cached_models
@@ -27,14 +29,16 @@ def write_synthesis_report(
     prior: str | None,
     metrics_file: str | None,
     report_dir: str | None,
+    runtime: dict[str, Any] | None = None,
 ) -> str | None:
     """``metrics_file``: mean L_dc / L_dp of the first samples of each variant, evaluated on the
     finished images at t = 0 with the same noise for every variant; ``report_dir``: the sample
-    sheet (images, depth, normals; same seeds per column) and PLY point clouds."""
+    sheet (images, depth, normals; same seeds per column) and PLY point clouds. The losses are
+    computed in fp32 on the runtime's device whatever its precision, so runs compare."""
     from dag_core.synthesis import depth_losses
 
     logger = run_logger()
-    models = cached_models(base_model, heads, prior)
+    models = cached_models(base_model, heads, prior, RuntimeConfig.from_params(runtime))
     norm = models.heads.norm
     metrics: dict[str, dict[str, float]] = {}
     rows: dict[str, tuple[np.ndarray, np.ndarray]] = {}

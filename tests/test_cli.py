@@ -22,9 +22,13 @@ def _probe(n: int = 1, name: str = "x") -> tuple[int, str]:
 
 def test_load_params_reads_one_group(tmp_path: Path) -> None:
     p = tmp_path / "params.yaml"
-    p.write_text("a:\n  n: 3\nb:\n  n: 4\n")
-    assert load_params(p, "b") == {"n": 4}
-    assert load_params(p, "missing") == {}
+    p.write_text("depth_norm:\n  n: 3\nsynthesize:\n  n: 4\n")
+    assert load_params(p, "synthesize") == {"n": 4}
+    with pytest.raises(DagError, match="params group 'reference' not found"):
+        load_params(p, "reference")  # never the flow's built-in defaults
+    p.write_text("synthesise:\n  n: 3\nsynthesize:\n  n: 4\n")
+    with pytest.raises(DagError, match=r"unknown top-level key.* synthesise"):
+        load_params(p, "synthesize")
 
 
 def test_flow_kwargs_rejects_unknown_names() -> None:
@@ -77,3 +81,59 @@ def test_pipeline_flow_lists_every_dvc_stage_and_rejects_unknown_ones() -> None:
     with pytest.raises(SystemExit) as exc:
         main(["--params", str(ROOT / "params.yaml"), "base_model", "lsun_stage"])
     assert exc.value.code == 2
+
+
+def test_os_errors_are_one_line_naming_the_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real OS error (writing under a file) and a full disk while a shard is written."""
+    import errno
+
+    from dag_core import shards
+    from flows._cli import run_cli
+    from tests.test_shards import make_samples
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(SystemExit) as exc:
+        run_cli(lambda: (blocker / "out").mkdir(parents=True))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: Not a directory: ")
+    assert str(blocker / "out") in err
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shards.os, "fsync", full)
+    with pytest.raises(SystemExit):
+        run_cli(lambda: shards.write_shard(tmp_path / "ds", 0, make_samples(2)))
+    err = capsys.readouterr().err
+    assert err == f"error: No space left on device: {tmp_path / 'ds' / 'part-00000.parquet'}\n"
+    assert not any((tmp_path / "ds").iterdir())  # no partial file left behind
+
+
+def test_pipeline_checks_every_stage_before_the_first_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad value in the last stage stops the pipeline before base_model trains anything."""
+    import yaml
+
+    from flows.pipeline import main
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["base_model"]["out_dir"] = str(tmp_path / "base")
+    params["downstream"]["table_file"] = str(tmp_path)  # a folder where a file must be
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(SystemExit) as exc:
+        main(["--params", str(path), "base_model", "downstream"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err == f"error: table_file={tmp_path}: is a folder, expected a file\n"
+    assert not (tmp_path / "base").exists()
+    params["downstream"]["n_epochs"] = 3
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(SystemExit):
+        main(["--params", str(path), "base_model", "downstream"])
+    assert "unknown parameter(s) n_epochs" in capsys.readouterr().err

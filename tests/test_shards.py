@@ -160,7 +160,14 @@ def test_verify_detects_tampering(tmp_path: Path) -> None:
     victim.write_bytes(bytes(data))
     with pytest.raises(DagError, match=f"checksum mismatch for .*{shard_name(1)}"):
         verify_dataset(tmp_path)
-    write_manifest(tmp_path)  # accept the new bytes
+    # a rebuilt manifest never blesses damaged bytes: the shard is left out of it ...
+    assert completed_shards(tmp_path) == {0}
+    assert [s["file"] for s in write_manifest(tmp_path)["shards"]] == [shard_name(0)]
+    with pytest.raises(DagError, match=f"{shard_name(1)} is not listed"):
+        verify_dataset(tmp_path)
+    # ... until it is written again
+    write_shard(tmp_path, 1, make_samples(3, start=3), overwrite=True)
+    write_manifest(tmp_path)
     verify_dataset(tmp_path)
     write_shard(tmp_path, 2, make_samples(1, start=50))
     with pytest.raises(DagError, match=f"{shard_name(2)} is not listed"):
@@ -181,7 +188,7 @@ def test_refuses_overwrite_and_keeps_data(tmp_path: Path) -> None:
         write_dataset(tmp_path, make_samples(2, start=10))
     assert (tmp_path / shard_name(0)).read_bytes() == before
     write_shard(tmp_path, 0, make_samples(2, start=10), overwrite=True)
-    assert [s.id for s in read_samples(tmp_path)] == ["s0010", "s0011"]
+    assert [s.id for s in read_samples(tmp_path, verify=False)] == ["s0010", "s0011"]
 
 
 def test_failed_write_leaves_no_shard_and_keeps_old(tmp_path: Path, monkeypatch) -> None:
@@ -197,7 +204,8 @@ def test_failed_write_leaves_no_shard_and_keeps_old(tmp_path: Path, monkeypatch)
     with pytest.raises(OSError, match="disk on fire"):
         write_shard(tmp_path, 0, make_samples(3, start=3), overwrite=True)
     monkeypatch.undo()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [shard_name(0)]  # temp files removed
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [f".{shard_name(0)}.sha256", shard_name(0)]  # temp files removed
     assert (tmp_path / shard_name(0)).read_bytes() == old
     assert completed_shards(tmp_path) == {0}
 
@@ -237,11 +245,13 @@ def test_sigkill_mid_write_leaves_only_complete_shards(tmp_path: Path) -> None:
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert len(names) == 2 and names[1] == shard_name(0)
-    assert names[0].startswith(f".{shard_name(1)}.tmp-")
-    assert pq.ParquetFile(tmp_path / names[0]).metadata.num_rows == 2  # readable, yet ignored
+    assert len(names) == 3 and names[0] == f".{shard_name(0)}.sha256" and names[2] == shard_name(0)
+    assert names[1].startswith(f".{shard_name(1)}.tmp-")
+    assert pq.ParquetFile(tmp_path / names[1]).metadata.num_rows == 2  # readable, yet ignored
     assert completed_shards(tmp_path) == {0}
-    assert [s.id for s in read_samples(tmp_path)] == [f"s{i:04d}" for i in range(4)]
+    with pytest.raises(DagError, match="incomplete: missing manifest"):
+        list(read_samples(tmp_path))  # no manifest: never read as a whole dataset
+    assert [s.id for s in read_samples(tmp_path, verify=False)] == [f"s{i:04d}" for i in range(4)]
     assert len(pd.read_parquet(tmp_path)) == 4
     manifest = write_manifest(tmp_path)
     assert [s["file"] for s in manifest["shards"]] == [shard_name(0)]
@@ -285,7 +295,7 @@ def test_mixed_depth_dtypes_refused_in_manifest(tmp_path: Path) -> None:
     with pytest.raises(DagError, match="mix depth dtypes"):
         write_manifest(tmp_path)
     # reading still decodes each row by its own dtype
-    back = list(read_samples(tmp_path))
+    back = list(read_samples(tmp_path, verify=False))
     src = make_samples(2) + make_samples(2, start=2)
     for got, want, dtype in zip(back, src, ["float16"] * 2 + ["uint16mm"] * 2, strict=True):
         assert np.array_equal(got.depth, expected_depth(want.depth, dtype))
@@ -367,4 +377,68 @@ def test_temp_files_use_non_shard_names(tmp_path: Path, monkeypatch) -> None:
 
     monkeypatch.setattr(shards.os, "replace", spy)
     write_shard(tmp_path, 0, make_samples(2))
-    assert seen == [f".{shard_name(0)}.tmp-{os.getpid()}"]
+    pid = os.getpid()
+    assert seen == [f".{shard_name(0)}.tmp-{pid}", f"..{shard_name(0)}.sha256.tmp-{pid}"]
+
+
+def _flip_middle_byte(path: Path) -> None:
+    """Damage a shard mid-file, keeping its footer readable."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_no_reader_takes_an_incomplete_or_damaged_dataset_as_whole(tmp_path: Path) -> None:
+    write_dataset(tmp_path, make_samples(6), shard_size=2)
+    (tmp_path / shard_name(1)).unlink()
+    (tmp_path / f".{shard_name(1)}.sha256").unlink()
+    readers = {
+        "read_samples": lambda: list(read_samples(tmp_path)),
+        "read_table": lambda: read_table(tmp_path),
+        "read_pandas": lambda: shards.read_pandas(tmp_path),
+        "ShardDataset": lambda: ShardDataset(tmp_path),
+        "load_tensors": lambda: shards.load_tensors(tmp_path),
+    }
+    for read in readers.values():
+        with pytest.raises(DagError, match=f"{shard_name(1)} listed .* is missing"):
+            read()
+    write_dataset(tmp_path / "b", make_samples(6), shard_size=2)
+    _flip_middle_byte(tmp_path / "b" / shard_name(2))
+    pq.ParquetFile(tmp_path / "b" / shard_name(2))  # the footer still opens
+    for fn in (read_samples, read_table, shards.read_pandas, ShardDataset, shards.load_tensors):
+        with pytest.raises(DagError, match=f"checksum mismatch for .*{shard_name(2)}"):
+            fn(tmp_path / "b")
+
+
+def test_damaged_shard_is_not_complete_and_never_blessed(tmp_path: Path) -> None:
+    write_shard(tmp_path, 0, make_samples(2))
+    write_shard(tmp_path, 1, make_samples(2, start=2))
+    _flip_middle_byte(tmp_path / shard_name(1))
+    assert completed_shards(tmp_path) == {0}  # resume renders shard 1 again
+    assert [s["file"] for s in write_manifest(tmp_path)["shards"]] == [shard_name(0)]
+    # a shard without any recorded checksum (e.g. copied in by hand) is not trusted either
+    write_shard(tmp_path, 2, make_samples(2, start=4))
+    (tmp_path / f".{shard_name(2)}.sha256").unlink()
+    assert completed_shards(tmp_path) == {0}
+
+
+def test_verify_command_reports_state(tmp_path: Path) -> None:
+    root = tmp_path / "synthetic"
+    write_dataset(root / "dag", make_samples(4), shard_size=2)
+    write_dataset(root / "unguided", make_samples(4), shard_size=2)
+
+    def verify(*dirs: Path) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "dag_core.shards", "verify", *map(str, dirs)]
+        return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+
+    ok = verify(root)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.count("ok   ") == 2 and "4 rows" in ok.stdout
+    _flip_middle_byte(root / "dag" / shard_name(0))
+    (root / "unguided" / MANIFEST_NAME).unlink()
+    bad = verify(root)
+    assert bad.returncode == 2
+    assert bad.stderr.count("\n") == 1 and bad.stderr.startswith("error: ")
+    assert f"checksum mismatch for {root / 'dag' / shard_name(0)}" in bad.stdout
+    assert "unguided is incomplete: missing manifest" in bad.stdout
+    assert verify(tmp_path / "nope").returncode == 2

@@ -17,6 +17,7 @@ and fid-helper's default input range for this model (``INPUT_RANGE_TF`` = [−1,
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import warnings
 from functools import lru_cache
@@ -206,37 +207,49 @@ def fid(
 
 
 def inception_features(
-    images: np.ndarray | torch.Tensor, *, batch_size: int = 50, extractor: str = "auto"
+    images: np.ndarray | torch.Tensor,
+    *,
+    batch_size: int = 50,
+    extractor: str = "auto",
+    device: torch.device | str | None = None,
 ) -> np.ndarray:
     """Inception-v3 pool features (N, 2048) float64 of uint8 images, by torch-fidelity's loop.
 
     The raw features behind :func:`fid_statistics`; bootstrap CIs, KID and precision/recall
-    (:mod:`dag_core.metrics.effect`) need them.
+    (:mod:`dag_core.metrics.effect`) need them. ``device`` (default: CUDA when available) picks
+    where Inception runs; ``cuda:N`` runs on that GPU.
     """
     name, kwargs = _extractor_settings(batch_size, extractor)
-    cuda = torch.cuda.is_available()
-    extractor_module = create_feature_extractor(name, [FID_FEATURE], cuda=cuda, **kwargs)
-    features = get_featuresdict_from_dataset(
-        _Images(_as_nchw_uint8(images, "image set")),
-        extractor_module,
-        batch_size,
-        cuda,
-        True,
-        False,
-    )
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cuda = device.type == "cuda"
+    gpu = torch.cuda.device(device) if cuda else contextlib.nullcontext()
+    with gpu:
+        extractor_module = create_feature_extractor(name, [FID_FEATURE], cuda=cuda, **kwargs)
+        features = get_featuresdict_from_dataset(
+            _Images(_as_nchw_uint8(images, "image set")),
+            extractor_module,
+            batch_size,
+            cuda,
+            True,
+            False,
+        )
     return features[FID_FEATURE].cpu().numpy().astype(np.float64)
 
 
 def fid_statistics(
-    images: np.ndarray | torch.Tensor, *, batch_size: int = 50, extractor: str = "auto"
+    images: np.ndarray | torch.Tensor,
+    *,
+    batch_size: int = 50,
+    extractor: str = "auto",
+    device: torch.device | str | None = None,
 ) -> dict[str, np.ndarray]:
     """Inception feature statistics {mu, sigma} of one image set, by torch-fidelity's own code.
 
     For comparing many sets with one reference (every synthetic variant against the same real
     set), compute the reference once and combine with :func:`fid_from_statistics`; the result
-    equals :func:`fid` of the two sets.
+    equals :func:`fid` of the two sets. ``device`` as for :func:`inception_features`.
     """
-    features = inception_features(images, batch_size=batch_size, extractor=extractor)
+    features = inception_features(images, batch_size=batch_size, extractor=extractor, device=device)
     return fid_featuresdict_to_statistics({FID_FEATURE: torch.from_numpy(features)}, FID_FEATURE)
 
 

@@ -49,7 +49,8 @@ class GeneratedSet:
 
 
 class Scorer:
-    """The real set's features (computed once) and a reference depth estimator."""
+    """The real set's features (computed once) and a reference depth estimator, on ``device``
+    (Inception and the estimator; the statistics are computed in float64 on the CPU)."""
 
     def __init__(
         self,
@@ -60,10 +61,17 @@ class Scorer:
         batch_size: int = 50,
         n_boot: int = 500,
         seed: int = 0,
+        device: torch.device | str | None = None,
     ) -> None:
         self.net, net_config, self.norm = load_depth_net(estimator)
+        self.device = torch.device(device or "cpu")
+        self.net.to(self.device)
         self.resolution = net_config.resolution
-        self.kw: dict[str, Any] = {"batch_size": batch_size, "extractor": extractor}
+        self.kw: dict[str, Any] = {
+            "batch_size": batch_size,
+            "extractor": extractor,
+            "device": self.device,
+        }
         self.n_boot, self.seed = n_boot, seed
         self.n_real = len(real_rgb)
         self.real_images = RealFeatures(inception_features(real_rgb, **self.kw))
