@@ -35,13 +35,15 @@ def sweep(
     eta: float = 0.0,
     guidance: dict[str, Any] | None = None,
     modes: list[str] | None = None,
-    scales: list[float] | None = None,
+    scales: list[float] | dict[str, list[float]] | None = None,
     windows: list[list[float]] | None = None,
     out_dir: str = "plots/sweep",
     figure: str | None = "plots/sweep.png",
     runtime: dict[str, Any] | None = None,
 ) -> str:
-    """Write one CSV per (mode, window) into ``out_dir`` and the figure; returns ``out_dir``."""
+    """Write one CSV per (mode, window) into ``out_dir`` and the figure; returns ``out_dir``.
+
+    ``scales``: one list for every mode or ``{mode: [w, ...]}`` (w = 0 is always included)."""
     runtime = check_runtime(runtime)
     return guidance_sweep(
         models={"base_model": base_model, "heads": heads, "prior": prior},
@@ -62,7 +64,7 @@ def sweep(
         },
         guidance=dict(guidance or {}),
         modes=list(modes or ["paper", "mean"]),
-        scales=[float(w) for w in (scales or [0, 40])],
+        scales=scales or [0, 40],
         windows=[list(w) for w in (windows or [[0.0, 0.6]])],
         out_dir=out_dir,
         figure=figure,

@@ -55,17 +55,31 @@ def series_name(mode: str, window: list[float] | tuple[float, float]) -> str:
     return f"{mode}_{float(window[0]):g}-{float(window[1]):g}"
 
 
+def mode_scales(scales: list[float] | dict[str, list[float]], mode: str) -> list[float]:
+    """The scales of ``mode``: one list for every mode, or a ``{mode: [w, ...]}`` mapping (w
+    means different things per mode, :mod:`dag_core.strength`); sorted, 0 always included."""
+    chosen = scales.get(mode) if isinstance(scales, dict) else scales
+    if not chosen:
+        raise DagError(f"sweep has no scales for mode '{mode}'")
+    return sorted({0.0, *(float(w) for w in chosen)})
+
+
 def check_sweep(
-    modes: list[str], scales: list[float], windows: list[list[float]], num_samples: int
+    modes: list[str],
+    scales: list[float] | dict[str, list[float]],
+    windows: list[list[float]],
+    num_samples: int,
 ) -> None:
     """One-line errors for a sweep that cannot run, before anything is sampled."""
     from dag_core.guidance import GuidanceConfig
 
     if not modes or not scales or not windows:
         raise DagError("sweep needs at least one mode, one scale and one window")
+    if isinstance(scales, dict) and set(scales) - set(modes):
+        raise DagError(f"sweep scales name unknown mode(s) {sorted(set(scales) - set(modes))}")
     for mode in modes:
         for window in windows:
-            for w in scales:
+            for w in mode_scales(scales, mode):
                 GuidanceConfig(w_dc=w, w_dp=w, scale_mode=mode, window=tuple(window))
     if num_samples < 2:
         raise DagError(f"sweep num_samples must be >= 2, got {num_samples}")
@@ -78,7 +92,7 @@ def guidance_sweep(
     sampling: dict[str, Any],
     guidance: dict[str, Any],
     modes: list[str],
-    scales: list[float],
+    scales: list[float] | dict[str, list[float]],
     windows: list[list[float]],
     out_dir: str,
     figure: str | None,
@@ -113,7 +127,7 @@ def guidance_sweep(
             for window in windows:
                 name = series_name(mode, window)
                 rows = []
-                for w in sorted(float(s) for s in scales):
+                for w in mode_scales(scales, mode):
                     if w == 0:
                         row, diff = score.summary(base, base)
                     else:

@@ -6,7 +6,7 @@ import pytest
 
 from dag_core.errors import DagError
 from flows.dfid import dfid
-from tasks.sweep import check_sweep, series_name
+from tasks.sweep import check_sweep, mode_scales, series_name
 
 
 def test_series_name() -> None:
@@ -22,6 +22,8 @@ def test_series_name() -> None:
         (["paper"], [40], [[0.7, 0.2]], 8, "window"),
         (["paper"], [40], [[0, 1]], 1, "num_samples"),
         ([], [40], [[0, 1]], 8, "at least one mode"),
+        (["paper"], {"paper": [1], "mena": [40]}, [[0, 1]], 8, "unknown mode"),
+        (["paper", "mean"], {"paper": [1]}, [[0, 1]], 8, "no scales for mode 'mean'"),
     ],
 )
 def test_bad_sweeps_fail_before_sampling(modes, scales, windows, n, match) -> None:
@@ -34,3 +36,8 @@ def test_dfid_checks_reference_variant_and_n_boot(tmp_path) -> None:
         dfid.fn(synthetic=str(tmp_path), variants=["unguided", "dag"], reference_variant="ungided")
     with pytest.raises(DagError, match="n_boot"):
         dfid.fn(synthetic=str(tmp_path), variants=["unguided"], n_boot=3)
+
+
+def test_mode_scales() -> None:
+    assert mode_scales([40, 1, 0], "paper") == [0.0, 1.0, 40.0]
+    assert mode_scales({"paper": [1, 3], "mean": [100]}, "mean") == [0.0, 100.0]
