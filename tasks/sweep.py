@@ -8,6 +8,7 @@ paired differences (:class:`dag_core.metrics.scorer.Scorer`).
 from __future__ import annotations
 
 import csv
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,11 @@ COLUMNS = (
 def series_name(mode: str, window: list[float] | tuple[float, float]) -> str:
     """File stem of one sweep series: ``<mode>_<lo>-<hi>`` (e.g. ``paper_0-0.6``)."""
     return f"{mode}_{float(window[0]):g}-{float(window[1]):g}"
+
+
+def _variant_name(text: str) -> str:
+    """A plain folder name for one sweep point (``paper_0-0.6-w0.3`` → ``paper_0-0_6-w0_3``)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text)
 
 
 def mode_scales(scales: list[float] | dict[str, list[float]], mode: str) -> list[float]:
@@ -138,7 +144,7 @@ def guidance_sweep(
                             "scale_mode": mode,
                             "window": list(window),
                         }
-                        gen = render(settings, f"{name}-w{w:g}", Path(tmp))
+                        gen = render(settings, _variant_name(f"{name}-w{w:g}"), Path(tmp))
                         row, diff = score.summary(gen, base)
                     rows.append({"w": w, **row, **(diff or {})})
                     logger.info(

@@ -6,7 +6,7 @@ import pytest
 
 from dag_core.errors import DagError
 from flows.dfid import dfid
-from tasks.sweep import check_sweep, mode_scales, series_name
+from tasks.sweep import _variant_name, check_sweep, mode_scales, series_name
 
 
 def test_series_name() -> None:
@@ -40,4 +40,5 @@ def test_dfid_checks_reference_variant_and_n_boot(tmp_path) -> None:
 
 def test_mode_scales() -> None:
     assert mode_scales([40, 1, 0], "paper") == [0.0, 1.0, 40.0]
+    assert _variant_name("paper_0-0.6-w0.3") == "paper_0-0_6-w0_3"
     assert mode_scales({"paper": [1, 3], "mean": [100]}, "mean") == [0.0, 100.0]
