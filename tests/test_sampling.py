@@ -7,14 +7,13 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
-from dag_core.depthnorm import DepthNorm
 from dag_core.errors import DagError
-from dag_core.features import decoder_layers
 from dag_core.guidance import DepthGuidance, GuidanceConfig
-from dag_core.heads import DepthHeads, HeadConfig
-from dag_core.prior import DepthPrior, PriorConfig, prior_unet
+from dag_core.heads import DepthHeads
+from dag_core.prior import DepthPrior
 from dag_core.sampling import make_scheduler, per_sample_generators, sample
 from dag_core.unet_configs import CHURCH_256_SCHEDULER, tiny_unet
+from tests.tiny_models import tiny_heads, tiny_prior
 
 STEPS = 3
 
@@ -26,17 +25,12 @@ def unet() -> nn.Module:
 
 @pytest.fixture(scope="module")
 def heads(unet: nn.Module) -> DepthHeads:
-    config = HeadConfig(hidden=(16,), time_dim=8)
-    layers = decoder_layers(unet)
-    channels = {k: layers[k].channels for k in (*config.strong_blocks, *config.weak_blocks)}
-    torch.manual_seed(0)
-    return DepthHeads(config, DepthNorm(), channels, resolution=8).eval()
+    return tiny_heads(unet)
 
 
 @pytest.fixture(scope="module")
 def prior() -> DepthPrior:
-    unet = prior_unet(PriorConfig(resolution=16, channels=(8, 16))).eval().requires_grad_(False)
-    return DepthPrior(unet, DDPMScheduler(), DepthNorm())
+    return tiny_prior()
 
 
 def _guidance(unet, heads, prior, **kwargs) -> DepthGuidance:

@@ -9,15 +9,14 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
-from dag_core.depthnorm import DepthNorm
 from dag_core.errors import DagError
-from dag_core.features import decoder_layers
 from dag_core.guidance import DepthGuidance, GuidanceConfig, dcg_loss, dpg_loss
-from dag_core.heads import DepthHeads, HeadConfig
-from dag_core.prior import DepthPrior, PriorConfig, prior_unet
+from dag_core.heads import DepthHeads
+from dag_core.prior import DepthPrior
 from dag_core.sampling import make_scheduler, sample
 from dag_core.strength import ddpm_variance, guided_step, loss_reduction
 from dag_core.unet_configs import CHURCH_256_SCHEDULER, tiny_unet
+from tests.tiny_models import tiny_heads, tiny_prior
 
 HEAD_RES, PRIOR_RES = 8, 16
 
@@ -29,17 +28,12 @@ def unet() -> nn.Module:
 
 @pytest.fixture(scope="module")
 def heads(unet: nn.Module) -> DepthHeads:
-    config = HeadConfig(hidden=(16,), time_dim=8)
-    layers = decoder_layers(unet)
-    channels = {k: layers[k].channels for k in (*config.strong_blocks, *config.weak_blocks)}
-    torch.manual_seed(0)
-    return DepthHeads(config, DepthNorm(), channels, resolution=HEAD_RES).eval()
+    return tiny_heads(unet, resolution=HEAD_RES)
 
 
 @pytest.fixture(scope="module")
 def prior() -> DepthPrior:
-    net = prior_unet(PriorConfig(resolution=PRIOR_RES, channels=(8, 16))).eval()
-    return DepthPrior(net.requires_grad_(False), DDPMScheduler(), DepthNorm())
+    return tiny_prior(PRIOR_RES)
 
 
 def _x(batch: int = 2) -> torch.Tensor:

@@ -11,7 +11,7 @@ from dag_core.backbone import model_hash
 from dag_core.depthnorm import DepthNorm
 from dag_core.features import decoder_layers
 from dag_core.heads import DepthHeads, HeadConfig
-from dag_core.prior import PriorConfig, train_prior
+from dag_core.prior import DepthPrior, PriorConfig, prior_unet, train_prior
 from dag_core.unet_configs import CHURCH_256_SCHEDULER, tiny_unet
 
 
@@ -33,3 +33,18 @@ def write_tiny_models(root: Path, resolution: int = 32) -> dict[str, str]:
         lambda step: torch.zeros(2, 1, 16, 16), root / "prior", prior_cfg, norm, log=lambda _: None
     )
     return {"base_model": str(base), "heads": str(root / "heads"), "prior": str(root / "prior")}
+
+
+def tiny_heads(unet: torch.nn.Module, resolution: int = 8, seed: int = 0) -> DepthHeads:
+    """Random MLP-S / MLP-W (hidden 16, time dim 8) on ``unet``'s S and W layers, eval mode."""
+    config = HeadConfig(hidden=(16,), time_dim=8)
+    layers = decoder_layers(unet)
+    channels = {k: layers[k].channels for k in (*config.strong_blocks, *config.weak_blocks)}
+    torch.manual_seed(seed)
+    return DepthHeads(config, DepthNorm(), channels, resolution=resolution).eval()
+
+
+def tiny_prior(resolution: int = 16) -> DepthPrior:
+    """A random frozen depth prior ε_φ (channels 8, 16) with the default DDPM scheduler."""
+    net = prior_unet(PriorConfig(resolution=resolution, channels=(8, 16))).eval()
+    return DepthPrior(net.requires_grad_(False), DDPMScheduler(), DepthNorm())
