@@ -128,14 +128,14 @@ def guidance_sweep(
 
     with tempfile.TemporaryDirectory() as tmp:
         base = render({"w_dc": 0.0, "w_dp": 0.0}, "w0", Path(tmp))
-        base_row, _ = score.summary(base, base)
+        base_row, base_diff = score.summary(base, base)  # w = 0 of every series
         for mode in modes:
             for window in windows:
                 name = series_name(mode, window)
                 rows = []
                 for w in mode_scales(scales, mode):
                     if w == 0:
-                        row, diff = score.summary(base, base)
+                        row, diff = base_row, base_diff
                     else:
                         settings = {
                             **guidance,
