@@ -222,9 +222,17 @@ class TrainConfig:
     #: dtype of the saved weights: float16 halves the file (the shipped embedded model); loading
     #: always casts to float32, so the hash and every later stage see the same numbers.
     weights_dtype: str = "float32"
+    #: warm start: a local diffusers folder with this exact layout whose weights training
+    #: continues from (a fresh optimiser, LR schedule and EMA); None = random initialisation.
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
+        if self.init_from is not None and not (Path(self.init_from) / "unet").is_dir():
+            raise DagError(
+                f"base model init_from must be a local diffusers folder with a unet/, "
+                f"got {self.init_from!r}"
+            )
         for name in ("resolution", "batch_size", "steps", "num_train_timesteps", "preview_steps"):
             if int(getattr(self, name)) <= 0:
                 raise DagError(f"base model {name} must be positive, got {getattr(self, name)}")
@@ -258,6 +266,23 @@ def _check_batch(x0: torch.Tensor, config: TrainConfig) -> None:
         )
 
 
+def _warm_start(unet: UNet2DModel, folder: str) -> None:
+    """Copy the weights of the model in ``folder`` into ``unet`` (same layout, else an error)."""
+    source = load_base_model(folder).unet
+    mine, theirs = unet.state_dict(), source.state_dict()
+    mismatch = sorted(
+        k
+        for k in mine.keys() | theirs.keys()
+        if k not in mine or k not in theirs or mine[k].shape != theirs[k].shape
+    )
+    if mismatch:
+        raise DagError(
+            f"base model init_from {folder} has another layout than the training config "
+            f"(first differing weight: {mismatch[0]})"
+        )
+    unet.load_state_dict(theirs)
+
+
 def train_base_model(
     batches: Callable[[int], torch.Tensor],
     out_dir: str | Path,
@@ -280,7 +305,10 @@ def train_base_model(
         **church_like_config(
             config.resolution, config.channels, norm_num_groups=config.norm_num_groups
         )
-    ).to(device)
+    )
+    if config.init_from is not None:
+        _warm_start(unet, config.init_from)
+    unet.to(device)
     ema = EMAModel(unet.parameters(), decay=config.ema_decay)
     scheduler = DDPMScheduler(
         **{**CHURCH_256_SCHEDULER, "num_train_timesteps": config.num_train_timesteps}

@@ -244,6 +244,29 @@ def test_float16_weights_halve_the_file_and_load_as_float32(tmp_path, trained):
         assert torch.allclose(a, b, atol=2e-3 * (1 + b.abs().max().item())), name
 
 
+def test_warm_start_continues_from_the_given_weights(tmp_path, trained):
+    """init_from copies the folder's weights before step 0: with lr ~ 0 the result is those
+    weights (EMA of unchanged parameters), unlike a cold start from the same seed."""
+    warm = train_tiny(tmp_path / "warm", init_from=str(trained), lr=1e-12, preview_samples=0)
+    cold = train_tiny(tmp_path / "cold", lr=1e-12, preview_samples=0)
+    source = load_base_model(trained).unet.state_dict()
+    for name, value in load_base_model(warm).unet.state_dict().items():
+        assert torch.allclose(value, source[name], atol=1e-6), name
+    assert model_hash(cold) != model_hash(trained)
+    recorded = json.loads((warm / "train_config.json").read_text())
+    assert recorded["init_from"] == str(trained)
+
+
+def test_warm_start_needs_a_folder_with_the_same_layout(tmp_path, trained):
+    with pytest.raises(DagError) as exc:
+        TrainConfig(**{**TINY, "init_from": str(tmp_path / "missing")})
+    single_line_naming(exc, "missing")
+    with pytest.raises(DagError) as exc:
+        train_tiny(tmp_path / "other", init_from=str(trained), channels=(8, 8, 16, 16, 32, 32))
+    single_line_naming(exc, "another layout")
+    assert not (tmp_path / "other").exists()
+
+
 EMBEDDED = Path(__file__).resolve().parents[1] / "dag_core" / "embedded" / "world-ddpm-32"
 
 
