@@ -368,6 +368,22 @@ def evaluate(
     eigen_crop: bool = False,
     median_scaling: bool = False,
 ) -> dict[str, float]:
+    """Mean NYU depth metrics of ``model`` over ``pairs`` plus ``count``: the means of
+    :func:`evaluate_per_image` (same arguments)."""
+    return evaluate_per_image(
+        model, pairs, norm, resolution, eigen_crop=eigen_crop, median_scaling=median_scaling
+    ).compute()
+
+
+def evaluate_per_image(
+    model: DepthNet,
+    pairs: Iterable[Any],
+    norm: DepthNorm,
+    resolution: int,
+    *,
+    eigen_crop: bool = False,
+    median_scaling: bool = False,
+) -> DepthMetricAccumulator:
     """Mean NYU depth metrics of ``model`` over ``pairs`` at full ground-truth resolution.
 
     ``pairs``: (rgb uint8 (H, W, 3), depth metres (H, W)) tuples or objects with ``.rgb`` and
@@ -376,7 +392,8 @@ def evaluate(
     which is defined for 480×640 NYU frames only: any other image size raises :class:`DagError`
     (use it for NYU test pairs, not for synthetic or resized images). No pairs raise as well.
     ``median_scaling`` rescales each prediction by median(gt) / median(pred). Returns the metric
-    means plus ``count`` (images).
+    means plus ``count`` (images) via ``.compute()``, and every image's metrics via
+    ``.per_image()`` (paired comparisons: :func:`paired_comparison`).
     """
     acc = DepthMetricAccumulator(eigen_crop=eigen_crop, median_scaling=median_scaling)
     for item in pairs:
@@ -384,7 +401,46 @@ def evaluate(
         if rgb.shape[:2] != depth.shape:
             raise DagError(f"rgb shape {rgb.shape[:2]} != depth shape {depth.shape}")
         acc.update(predict_depth(model, rgb, norm, resolution), depth.astype(np.float32))
-    return acc.compute()
+    return acc
+
+
+#: metrics compared between training sets with CIs (lower-is-better AbsRel, higher-is-better δ1)
+PAIRED_METRICS = ("abs_rel", "delta1")
+
+
+def paired_comparison(
+    per_image: Mapping[str, Mapping[str, np.ndarray]],
+    reference: str,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """Each training set's per-image metrics against ``reference``'s on the SAME test images:
+    the mean difference (set − reference) with a bootstrap 95 % CI over test images and a verdict
+    (``lower`` / ``higher`` / ``no difference``, :func:`dag_core.metrics.effect.verdict`).
+
+    The CI covers the choice of test images, not the training run: one net per set was trained,
+    so a difference can still be seed noise of that one run.
+    """
+    from dag_core.metrics.effect import mean_bootstrap, verdict  # torch-fidelity on first use
+
+    if reference not in per_image:
+        raise DagError(
+            f"paired reference {reference!r} is not a training set; have {', '.join(per_image)}"
+        )
+    out: dict[str, dict[str, Any]] = {}
+    for name, values in per_image.items():
+        if name == reference:
+            continue
+        row: dict[str, Any] = {}
+        for metric in PAIRED_METRICS:
+            diff = mean_bootstrap(
+                values[metric], paired_with=per_image[reference][metric], n_boot=n_boot, seed=seed
+            )
+            row.update(diff.as_dict(f"{metric}_diff"))
+            row[f"{metric}_verdict"] = verdict(diff)
+        out[name] = row
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any
 
 from prefect import flow
 
+from dag_core.errors import DagError
 from flows._cli import check_runtime, run_stage
 from tasks.evaluation import evaluate_depth_nets, fit_depth_net
 
@@ -28,14 +29,25 @@ def downstream(
     metrics_file: str = "metrics/downstream.json",
     table_file: str = "metrics/downstream.md",
     runtime: dict[str, Any] | None = None,
+    paired_reference: str | None = "unguided",
+    n_boot: int = 1000,
 ) -> str:
-    """Train one depth net per entry of ``train_sets`` (name → shard dir) and evaluate them all."""
+    """Train one depth net per entry of ``train_sets`` (name → shard dir) and evaluate them all;
+    every other set is compared with ``paired_reference`` on the same test images (bootstrap CI
+    over images, ``n_boot`` resamples)."""
     runtime = check_runtime(runtime)
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 100:
+        raise DagError(f"downstream n_boot must be an int >= 100, got {n_boot!r}")
     sets = train_sets or {
         "labelled": "data/labelled/train",
         "unguided": "data/synthetic/unguided",
         "dag": "data/synthetic/dag",
     }
+    if paired_reference is not None and paired_reference not in sets:
+        raise DagError(
+            f"downstream paired_reference {paired_reference!r} is not one of the train_sets "
+            f"({', '.join(sets)})"
+        )
     models = {
         name: fit_depth_net(
             [path], f"{models_dir}/{name}", dict(config or {}), dict(norm or {}), runtime
@@ -43,7 +55,15 @@ def downstream(
         for name, path in sets.items()
     }
     return evaluate_depth_nets(
-        models, world_test, nyu_path, nyu_median_scaling, metrics_file, table_file, runtime
+        models,
+        world_test,
+        nyu_path,
+        nyu_median_scaling,
+        metrics_file,
+        table_file,
+        runtime,
+        paired_reference,
+        n_boot,
     )
 
 

@@ -12,10 +12,12 @@ import torch
 from dag_core.atomic import replace_dir
 from dag_core.depthnorm import DepthNorm
 from dag_core.downstream import (
+    PAIRED_METRICS,
     DownstreamConfig,
-    evaluate,
+    evaluate_per_image,
     load_depth_net,
     markdown_table,
+    paired_comparison,
     save_depth_net,
     train_depth_net,
 )
@@ -177,31 +179,57 @@ def evaluate_depth_nets(
     metrics_file: str,
     table_file: str,
     runtime: dict[str, Any] | None = None,
+    reference: str | None = "unguided",
+    n_boot: int = 1000,
 ) -> str:
-    """Evaluate each trained depth net on the procedural test split and, if given, NYU-Depth v2."""
+    """Evaluate each trained depth net on the procedural test split and, if given, NYU-Depth v2;
+    with ``reference`` (a training-set name) add each other set's paired difference against it
+    on the same test images, with bootstrap CIs (``paired``)."""
     logger = run_logger()
     _, device = use_runtime(runtime)
-    world_pairs = _world_test_pairs(world_test)
-    nyu_pairs = open_nyu(nyu_path) if nyu_path else None
-    results: dict[str, Any] = {"world": {}, "nyu": {}}
+    splits: dict[str, tuple[Any, dict[str, Any]]] = {"world": (_world_test_pairs(world_test), {})}
+    if nyu_path:
+        nyu_kw = {"eigen_crop": True, "median_scaling": nyu_median_scaling}
+        splits["nyu"] = (open_nyu(nyu_path), nyu_kw)
+    per_image: dict[str, dict[str, Any]] = {split: {} for split in splits}
+    results: dict[str, Any] = {split: {} for split in splits}
     for name, model_dir in models.items():
         model, cfg, norm = load_depth_net(model_dir)
         model.to(device)
-        results["world"][name] = evaluate(model, world_pairs, norm, cfg.resolution)
-        if nyu_pairs is not None:
-            results["nyu"][name] = evaluate(
-                model,
-                nyu_pairs,
-                norm,
-                cfg.resolution,
-                eigen_crop=True,
-                median_scaling=nyu_median_scaling,
-            )
-        logger.info("%s: world %s", name, results["world"][name])
-    if nyu_pairs is None:
-        del results["nyu"]
+        for split, (pairs, kw) in splits.items():
+            acc = evaluate_per_image(model, pairs, norm, cfg.resolution, **kw)
+            results[split][name] = acc.compute()
+            per_image[split][name] = acc.per_image()
+        logger.info("%s: %s", name, {split: results[split][name] for split in splits})
+    tables = [f"### {split}\n\n{markdown_table(rows)}" for split, rows in results.items()]
+    if reference is not None and reference in models and len(models) > 1:
+        paired = {
+            split: paired_comparison(per_image[split], reference, n_boot=n_boot) for split in splits
+        }
+        results["paired"] = {"reference": reference, "n_boot": n_boot, "confidence": CONFIDENCE}
+        results["paired"].update(paired)
+        tables.append(_paired_table(paired, reference))
     Path(metrics_file).parent.mkdir(parents=True, exist_ok=True)
     Path(metrics_file).write_text(json.dumps(results, indent=2) + "\n")
-    tables = [f"### {split}\n\n{markdown_table(rows)}" for split, rows in results.items()]
     Path(table_file).write_text("\n\n".join(tables) + "\n")
     return metrics_file
+
+
+def _paired_table(paired: dict[str, dict[str, dict[str, Any]]], reference: str) -> str:
+    """Markdown: each set − ``reference`` per split, AbsRel and δ<1.25 with 95 % CIs."""
+    lines = [
+        f"### paired difference vs {reference} (same test images, 95 % bootstrap CI; "
+        "one training run per set)",
+        "",
+        "| split | training set | AbsRel diff | δ<1.25 diff |",
+        "|---|---|---|---|",
+    ]
+    for split, rows in paired.items():
+        for name, row in rows.items():
+            cells = [
+                f"{row[f'{m}_diff']:+.3f} [{row[f'{m}_diff_ci_lo']:+.3f}, "
+                f"{row[f'{m}_diff_ci_hi']:+.3f}]: {row[f'{m}_verdict']}"
+                for m in PAIRED_METRICS
+            ]
+            lines.append(f"| {split} | {name} − {reference} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -14,9 +14,11 @@ from dag_core.downstream import (
     DepthNet,
     DownstreamConfig,
     evaluate,
+    evaluate_per_image,
     inference_size,
     load_depth_net,
     markdown_table,
+    paired_comparison,
     predict_depth,
     resize_pair,
     save_depth_net,
@@ -200,6 +202,37 @@ def test_evaluate_on_real_nyu_pairs(trained, nyu_test50_dir: Path) -> None:
     assert scaled["abs_rel"] != result["abs_rel"]
     with pytest.raises(DagError, match="480x640"):
         evaluate(model, synthetic_samples(1, seed=0), NORM, CONFIG.resolution, eigen_crop=True)
+
+
+def test_per_image_metrics_are_the_means_parts(trained, nyu_test50_dir: Path) -> None:
+    model, _ = trained
+    pairs = read_densedepth(nyu_test50_dir)[:4]
+    acc = evaluate_per_image(model, pairs, NORM, CONFIG.resolution, eigen_crop=True)
+    rows = acc.per_image()
+    assert all(len(v) == 4 for v in rows.values())
+    means = evaluate(model, pairs, NORM, CONFIG.resolution, eigen_crop=True)
+    assert means["abs_rel"] == pytest.approx(rows["abs_rel"].mean())
+    assert means["delta1"] == pytest.approx(rows["delta1"].mean())
+
+
+def test_paired_comparison_verdicts() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.4, 60)
+    per_image = {
+        "unguided": {"abs_rel": base, "delta1": 1 - base},
+        "same": {"abs_rel": base + rng.normal(0, 1e-3, 60), "delta1": 1 - base},
+        "better": {"abs_rel": base - 0.05 + rng.normal(0, 0.01, 60), "delta1": 1.04 - base},
+    }
+    out = paired_comparison(per_image, "unguided", n_boot=500)
+    assert set(out) == {"same", "better"}
+    assert out["same"]["abs_rel_verdict"] == "no difference"
+    assert out["same"]["delta1_verdict"] == "no difference"
+    better = out["better"]
+    assert better["abs_rel_verdict"] == "lower" and better["delta1_verdict"] == "higher"
+    assert better["abs_rel_diff_ci_lo"] < better["abs_rel_diff"] < better["abs_rel_diff_ci_hi"] < 0
+    assert better["abs_rel_diff"] == pytest.approx(-0.05, abs=0.005)
+    with pytest.raises(DagError, match="'labelled'"):
+        paired_comparison(per_image, "labelled")
 
 
 def test_markdown_table() -> None:

@@ -68,7 +68,15 @@ def test_dvc_repro_smoke_profile(tmp_path: Path, api: str, nyu_test50_dir: Path)
     assert set(down["world"]) == {"labelled", "unguided", "dag"}
     assert set(down["nyu"]) == {"labelled", "unguided", "dag"}
     assert all(0 < r["abs_rel"] < 10 for r in down["nyu"].values())
-    assert (project / "metrics/downstream.md").read_text().count("|") > 10
+    assert down["paired"]["reference"] == "unguided"
+    for split in ("world", "nyu"):
+        assert set(down["paired"][split]) == {"labelled", "dag"}
+        row = down["paired"][split]["dag"]
+        assert row["abs_rel_diff_ci_lo"] <= row["abs_rel_diff"] <= row["abs_rel_diff_ci_hi"]
+        assert row["abs_rel_diff"] == pytest.approx(
+            down[split]["dag"]["abs_rel"] - down[split]["unguided"]["abs_rel"]
+        )
+    assert "paired difference vs unguided" in (project / "metrics/downstream.md").read_text()
     assert (project / "reports/synthesis/samples.png").stat().st_size > 1000
     assert (project / "plots/probe/probes.png").is_file()
     for variant in ("unguided", "dag"):

@@ -151,8 +151,7 @@ class DepthMetricAccumulator:
         self.min_depth = min_depth
         self.max_depth = max_depth
         self.median_scaling = median_scaling
-        self._sums = dict.fromkeys(METRIC_NAMES, 0.0)
-        self.count = 0
+        self._rows: list[dict[str, float]] = []
 
     def update(self, pred: Any, gt: Any) -> None:
         """Add one image (H, W) / (1, H, W) or a batch (B, H, W) / (B, 1, H, W) of predictions."""
@@ -166,15 +165,22 @@ class DepthMetricAccumulator:
             )
             for pi, gi in zip(p, g, strict=True)
         ]
-        for row in rows:
-            for name in METRIC_NAMES:
-                self._sums[name] += row[name]
-        self.count += len(rows)
+        self._rows.extend(rows)
+
+    @property
+    def count(self) -> int:
+        """Images added so far."""
+        return len(self._rows)
+
+    def per_image(self) -> dict[str, np.ndarray]:
+        """Each metric per image, in the order added (for paired comparisons between models
+        evaluated on the same images); DagError if none was added."""
+        if not self._rows:
+            raise DagError("no images were added to the depth metric accumulator")
+        return {k: np.array([row[k] for row in self._rows]) for k in METRIC_NAMES}
 
     def compute(self) -> dict[str, float]:
         """Per-image metric means plus ``count`` (number of images); DagError if none was added."""
-        if self.count == 0:
-            raise DagError("no images were added to the depth metric accumulator")
-        result: dict[str, float] = {k: v / self.count for k, v in self._sums.items()}
+        result: dict[str, float] = {k: float(v.mean()) for k, v in self.per_image().items()}
         result["count"] = self.count
         return result
