@@ -384,7 +384,7 @@ def evaluate_per_image(
     eigen_crop: bool = False,
     median_scaling: bool = False,
 ) -> DepthMetricAccumulator:
-    """Mean NYU depth metrics of ``model`` over ``pairs`` at full ground-truth resolution.
+    """NYU depth metrics of ``model`` on each of ``pairs``, at full ground-truth resolution.
 
     ``pairs``: (rgb uint8 (H, W, 3), depth metres (H, W)) tuples or objects with ``.rgb`` and
     ``.depth`` (:class:`dag_core.nyu.DepthPair`). Predictions come from :func:`predict_depth`.
