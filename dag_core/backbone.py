@@ -228,7 +228,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
-        if self.init_from is not None and not (Path(self.init_from) / "unet").is_dir():
+        if self.init_from is not None and not (
+            isinstance(self.init_from, str) and (Path(self.init_from) / "unet").is_dir()
+        ):
             raise DagError(
                 f"base model init_from must be a local diffusers folder with a unet/, "
                 f"got {self.init_from!r}"
@@ -266,21 +268,46 @@ def _check_batch(x0: torch.Tensor, config: TrainConfig) -> None:
         )
 
 
-def _warm_start(unet: UNet2DModel, folder: str) -> None:
+#: U-Net config entries a warm start must share with the training config (besides weight shapes)
+LAYOUT_KEYS = (
+    "sample_size",
+    "in_channels",
+    "out_channels",
+    "block_out_channels",
+    "layers_per_block",
+    "norm_num_groups",
+    "down_block_types",
+    "up_block_types",
+)
+
+
+def _plain(value: object) -> object:
+    return list(value) if isinstance(value, list | tuple) else value
+
+
+def _warm_start(unet: UNet2DModel, folder: str, num_train_timesteps: int) -> str:
     """Copy the weights of the model in ``folder`` into ``unet`` (same layout, else an error)."""
-    source = load_base_model(folder).unet
-    mine, theirs = unet.state_dict(), source.state_dict()
+    source = load_base_model(folder)
+    mine, theirs = unet.state_dict(), source.unet.state_dict()
     mismatch = sorted(
         k
         for k in mine.keys() | theirs.keys()
         if k not in mine or k not in theirs or mine[k].shape != theirs[k].shape
     )
+    mismatch += [
+        f"config {key}"
+        for key in LAYOUT_KEYS
+        if _plain(unet.config.get(key)) != _plain(source.unet.config.get(key))
+    ]
+    if source.scheduler.config.num_train_timesteps != num_train_timesteps:
+        mismatch.append("scheduler num_train_timesteps")
     if mismatch:
         raise DagError(
             f"base model init_from {folder} has another layout than the training config "
-            f"(first differing weight: {mismatch[0]})"
+            f"(first difference: {mismatch[0]})"
         )
     unet.load_state_dict(theirs)
+    return model_hash(source.unet)
 
 
 def train_base_model(
@@ -306,8 +333,10 @@ def train_base_model(
             config.resolution, config.channels, norm_num_groups=config.norm_num_groups
         )
     )
+    init_hash = None
     if config.init_from is not None:
-        _warm_start(unet, config.init_from)
+        init_hash = _warm_start(unet, config.init_from, config.num_train_timesteps)
+        log(f"base model warm start from {config.init_from} (hash {init_hash})")
     unet.to(device)
     ema = EMAModel(unet.parameters(), decay=config.ema_decay)
     scheduler = DDPMScheduler(
@@ -354,7 +383,8 @@ def train_base_model(
         writer = csv.DictWriter(fh, fieldnames=["step", "loss"])
         writer.writeheader()
         writer.writerows(rows)
-    (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    recorded = asdict(config) | ({"init_from_hash": init_hash} if init_hash else {})
+    (out / "train_config.json").write_text(json.dumps(recorded, indent=2) + "\n")
     if config.preview_samples:
         model = BaseModel(unet, scheduler, str(out))
         grid = sample_images(

@@ -390,7 +390,8 @@ def evaluate_per_image(
     ``.depth`` (:class:`dag_core.nyu.DepthPair`). Predictions come from :func:`predict_depth`.
     ``eigen_crop=True`` applies the Eigen et al. crop (:data:`dag_core.metrics.depth.EIGEN_CROP`),
     which is defined for 480×640 NYU frames only: any other image size raises :class:`DagError`
-    (use it for NYU test pairs, not for synthetic or resized images). No pairs raise as well.
+    (use it for NYU test pairs, not for synthetic or resized images). With no pairs,
+    ``.compute()`` and ``.per_image()`` raise.
     ``median_scaling`` rescales each prediction by median(gt) / median(pred). Returns the metric
     means plus ``count`` (images) via ``.compute()``, and every image's metrics via
     ``.per_image()`` (paired comparisons: :func:`paired_comparison`).

@@ -36,8 +36,8 @@ def downstream(
     every other set is compared with ``paired_reference`` on the same test images (bootstrap CI
     over images, ``n_boot`` resamples)."""
     runtime = check_runtime(runtime)
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 100:
-        raise DagError(f"downstream n_boot must be an int >= 100, got {n_boot!r}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 10:
+        raise DagError(f"downstream n_boot must be an int >= 10, got {n_boot!r}")
     sets = train_sets or {
         "labelled": "data/labelled/train",
         "unguided": "data/synthetic/unguided",

@@ -219,7 +219,7 @@ def _paired_table(paired: dict[str, dict[str, dict[str, Any]]], reference: str) 
     """Markdown: each set − ``reference`` per split, AbsRel and δ<1.25 with 95 % CIs."""
     lines = [
         f"### paired difference vs {reference} (same test images, 95 % bootstrap CI; "
-        "one training run per set)",
+        "one training run per set; AbsRel: lower is better, δ<1.25: higher is better)",
         "",
         "| split | training set | AbsRel diff | δ<1.25 diff |",
         "|---|---|---|---|",

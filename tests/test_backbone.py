@@ -252,19 +252,25 @@ def test_warm_start_continues_from_the_given_weights(tmp_path, trained):
     source = load_base_model(trained).unet.state_dict()
     for name, value in load_base_model(warm).unet.state_dict().items():
         assert torch.allclose(value, source[name], atol=1e-6), name
-    assert model_hash(cold) != model_hash(trained)
+    assert model_hash(cold) != model_hash(warm)
     recorded = json.loads((warm / "train_config.json").read_text())
     assert recorded["init_from"] == str(trained)
+    assert recorded["init_from_hash"] == model_hash(trained)
 
 
 def test_warm_start_needs_a_folder_with_the_same_layout(tmp_path, trained):
     with pytest.raises(DagError) as exc:
         TrainConfig(**{**TINY, "init_from": str(tmp_path / "missing")})
     single_line_naming(exc, "missing")
+    with pytest.raises(DagError, match="init_from"):
+        TrainConfig(**{**TINY, "init_from": 5})
     with pytest.raises(DagError) as exc:
         train_tiny(tmp_path / "other", init_from=str(trained), channels=(8, 8, 16, 16, 32, 32))
     single_line_naming(exc, "another layout")
     assert not (tmp_path / "other").exists()
+    with pytest.raises(DagError) as exc:  # same weight shapes, other normalisation groups
+        train_tiny(tmp_path / "groups", init_from=str(trained), norm_num_groups=4)
+    single_line_naming(exc, "config norm_num_groups")
 
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "dag_core" / "embedded" / "world-ddpm-32"

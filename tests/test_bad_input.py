@@ -139,6 +139,8 @@ def _cases(p: Path) -> list[tuple[str, dict[str, Any] | None, list[str], str]]:
             ["source=folder", f"path={d / 'folder/images'}", f"depth_dir={d / 'folder/depth'}"],
             "8-bit",
         ),
+        ("downstream", None, ["paired_reference=nope"], "nope"),
+        ("downstream", None, ["n_boot=3"], "n_boot"),
         (
             "downstream",
             {

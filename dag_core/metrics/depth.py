@@ -136,7 +136,8 @@ def depth_metrics(
 
 
 class DepthMetricAccumulator:
-    """Mean of the per-image :func:`depth_metrics` over every image passed to :meth:`update`."""
+    """Every image's :func:`depth_metrics` as passed to :meth:`update`: their means
+    (:meth:`compute`) and the per-image values (:meth:`per_image`, for paired comparisons)."""
 
     def __init__(
         self,
