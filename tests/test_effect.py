@@ -87,3 +87,29 @@ def test_kid_and_precision_recall(real: RealFeatures) -> None:
     far = kid_prc(_features(100, 5, shift=3.0), real)
     assert far["kid_mean"] > close["kid_mean"] + 3 * close["kid_std"]
     assert close["precision"] > far["precision"] and close["recall"] > far["recall"]
+
+
+def test_scorer_counts_nonfinite_labels_instead_of_failing(tmp_path) -> None:
+    """A guided sample that diverged (NaN depth label) is scored, counted, and not an error."""
+    from dag_core.depthnorm import DepthNorm
+    from dag_core.downstream import DepthNet, DownstreamConfig, save_depth_net
+    from dag_core.metrics.scorer import Scorer
+
+    config = DownstreamConfig(resolution=32, channels=(8, 16))
+    torch_net = DepthNet(config.channels)
+    save_depth_net(torch_net, config, DepthNorm(min_depth=0.25, max_depth=10.0), tmp_path / "est")
+    rng = np.random.default_rng(0)
+    real = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    scorer = Scorer(real, tmp_path / "est", n_boot=20)
+    rgb = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    labels = rng.uniform(1.0, 5.0, (6, 32, 32)).astype(np.float32)
+    clean = scorer.features(rgb, labels)
+    labels[1, 3, 4] = np.nan
+    labels[4] = np.nan
+    broken = scorer.features(rgb, labels)
+    assert clean.nonfinite_labels == 0 and broken.nonfinite_labels == 2
+    assert np.isfinite(broken.consistency["abs_rel"]).all()
+    assert broken.consistency["abs_rel"][0] == clean.consistency["abs_rel"][0]
+    assert broken.consistency["abs_rel"][4] != clean.consistency["abs_rel"][4]
+    row, _ = scorer.summary(broken)
+    assert row["labels_nonfinite"] == 2

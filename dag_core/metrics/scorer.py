@@ -42,6 +42,9 @@ class GeneratedSet:
     image_features: np.ndarray
     depth_features: np.ndarray
     consistency: dict[str, np.ndarray] | None
+    #: samples whose stored depth label has a non-finite pixel (a diverged guided sample); those
+    #: pixels are scored as the far end of the depth range
+    nonfinite_labels: int = 0
 
     @property
     def n(self) -> int:
@@ -90,9 +93,11 @@ class Scorer:
 
     def features(self, rgb: np.ndarray, labels: np.ndarray | None = None) -> GeneratedSet:
         """Features of generated images (N, H, W, 3) uint8; ``labels`` (N, h, w) metres are the
-        samples' stored depth, compared with the estimator's depth (resized to h×w if needed)."""
+        samples' stored depth, compared with the estimator's depth (resized to h×w if needed).
+        Non-finite label pixels (a sample that diverged under strong guidance) are scored as
+        ``max_depth`` and counted (``labels_nonfinite`` in :meth:`summary`), not an error."""
         estimated = self.estimate(rgb)
-        scores = None
+        scores, nonfinite = None, 0
         if labels is not None:
             labels = np.asarray(labels, dtype=np.float32)
             if labels.ndim != 3 or len(labels) != len(rgb):
@@ -103,9 +108,12 @@ class Scorer:
             if est.shape[-2:] != labels.shape[-2:]:
                 est = F.interpolate(est, size=labels.shape[-2:], mode="bilinear", antialias=True)
             lo, hi = self.norm.min_depth, self.norm.max_depth
+            bad = ~np.isfinite(labels)
+            nonfinite = int(bad.reshape(len(labels), -1).any(axis=1).sum())
+            labels = np.where(bad, hi, labels)
             scores = consistency(np.clip(labels, lo, hi), est[:, 0].numpy().clip(lo, hi))
         return GeneratedSet(
-            inception_features(rgb, **self.kw), self._depth_features(estimated), scores
+            inception_features(rgb, **self.kw), self._depth_features(estimated), scores, nonfinite
         )
 
     def summary(
@@ -139,6 +147,7 @@ class Scorer:
         ):
             row.update({prefix + k: v for k, v in kid_prc(feats, real, seed=self.seed).items()})
         if gen.consistency is not None:
+            row["labels_nonfinite"] = gen.nonfinite_labels
             for key, values in gen.consistency.items():
                 name = f"consistency_{key}"
                 row.update(mean_bootstrap(values, **boot).as_dict(name))
