@@ -106,6 +106,18 @@ def project(tmp_path_factory: pytest.TempPathFactory, api: str) -> dict[str, Any
 def _cases(p: Path) -> list[tuple[str, dict[str, Any] | None, list[str], str]]:
     """(stage, params-file groups or None for the project's file, overrides, text in error)."""
     d, junk = p / "data", p.parent / "junk"  # outputs a wrongly started run would write
+    good_downstream = {
+        "downstream": {
+            "train_sets": {
+                "unguided": str(d / "synthetic/unguided"),
+                "dag": str(d / "synthetic/dag"),
+            },
+            "world_test": str(d / "synthetic/dag"),
+            "models_dir": str(junk / "m"),
+            "metrics_file": str(junk / "m.json"),
+            "table_file": str(junk / "m.md"),
+        }
+    }
     return [
         ("synthesize", None, ["sampler=euler"], "euler"),
         ("synthesize", None, ["steps=0"], "steps"),
@@ -139,8 +151,8 @@ def _cases(p: Path) -> list[tuple[str, dict[str, Any] | None, list[str], str]]:
             ["source=folder", f"path={d / 'folder/images'}", f"depth_dir={d / 'folder/depth'}"],
             "8-bit",
         ),
-        ("downstream", None, ["paired_reference=nope"], "nope"),
-        ("downstream", None, ["n_boot=3"], "n_boot"),
+        ("downstream", good_downstream, ["paired_reference=nope"], "nope"),
+        ("downstream", good_downstream, ["n_boot=3"], "n_boot"),
         (
             "downstream",
             {
