@@ -38,6 +38,9 @@ from dag_core.heads import DepthHeads
 from dag_core.prior import DepthPrior
 from dag_core.strength import check_scale_mode, loss_reduction
 
+#: how ∇L_dp is taken: through ε_φ as written, or score-distillation style (see :func:`dpg_loss`)
+DPG_GRADIENTS = ("full", "sds")
+
 
 def _reduce(per_pixel: torch.Tensor, reduction: str) -> torch.Tensor:
     flat = per_pixel.flatten(1)
@@ -69,6 +72,7 @@ def dpg_loss(
     noise: torch.Tensor,
     reduction: str = "mean",
     resize: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+    gradient: str = "full",
 ) -> torch.Tensor:
     """Depth prior loss L_dp = ‖η − ε_φ(√ᾱ_τ d^S_t + √(1−ᾱ_τ) η, τ)‖², per sample → (B,).
 
@@ -77,6 +81,10 @@ def dpg_loss(
     The prior is frozen; the gradient flows through d^S_t. ``reduction``: ``sum`` or ``mean``
     over the prior's r² pixels. ``resize(d, r)`` replaces that resize (e.g. its deterministic
     matrix form, :func:`dag_core.runtime.make_resize`).
+
+    ``gradient``: ``full`` differentiates L_dp as written, through ε_φ's Jacobian; ``sds`` drops
+    that Jacobian as score distillation does (DreamFusion, Poole et al. 2022, Eq. 3):
+    ∇_d L_dp ≈ 2 √ᾱ_τ (ε_φ − η), with the same loss value.
     """
     r = prior.resolution
     b = d_strong.shape[0]
@@ -94,9 +102,31 @@ def dpg_loss(
                 d_strong, size=(r, r), mode="bilinear", align_corners=False, antialias=True
             )
     tau = tau.to(device=d_strong.device, dtype=torch.long)
+    if gradient not in DPG_GRADIENTS:
+        raise DagError(f"dpg gradient must be one of {', '.join(DPG_GRADIENTS)}, got {gradient!r}")
     noisy = prior.scheduler.add_noise(d_strong, noise.to(d_strong), tau)
-    pred = prior.unet(noisy, tau).sample
-    return _reduce((noise.to(pred) - pred).pow(2), reduction)
+    if gradient == "full":
+        pred = prior.unet(noisy, tau).sample
+        return _reduce((noise.to(pred) - pred).pow(2), reduction)
+    with torch.no_grad():
+        pred = prior.unet(noisy.detach(), tau).sample
+        residual = pred - noise.to(pred)
+        alpha = prior.scheduler.alphas_cumprod.to(residual)[tau].sqrt().view(-1, 1, 1, 1)
+    surrogate = _reduce(2.0 * alpha * residual * d_strong, reduction)
+    return _reduce(residual.pow(2), reduction) + surrogate - surrogate.detach()
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian low-pass of (B,C,H,W) ``x`` with std ``sigma`` pixels (reflect pad)."""
+    radius = max(1, math.ceil(3.0 * sigma))
+    radius = min(radius, x.shape[-1] - 1, x.shape[-2] - 1)
+    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    c = x.shape[1]
+    x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 def _check_scale(name: str, value: float) -> None:
@@ -125,6 +155,9 @@ class GuidanceConfig:
     tau_max: int = 500
     window: tuple[float, float] = (0.0, 1.0)
     grad_clip: float | None = None
+    grad_norm: bool = False
+    dpg_gradient: str = "full"
+    grad_blur: float | None = None
     nan_guard: bool = True
     scale_mode: str = "mean"
 
@@ -159,6 +192,19 @@ class GuidanceConfig:
             and self.grad_clip > 0
         ):
             raise DagError(f"guidance grad_clip must be None or > 0, got {self.grad_clip}")
+        if self.dpg_gradient not in DPG_GRADIENTS:
+            raise DagError(
+                f"guidance dpg_gradient must be one of {', '.join(DPG_GRADIENTS)}, "
+                f"got {self.dpg_gradient!r}"
+            )
+        if not isinstance(self.grad_norm, bool):
+            raise DagError(f"guidance grad_norm must be true or false, got {self.grad_norm!r}")
+        if self.grad_blur is not None and not (
+            isinstance(self.grad_blur, int | float)
+            and math.isfinite(self.grad_blur)
+            and self.grad_blur > 0
+        ):
+            raise DagError(f"guidance grad_blur must be None or > 0 pixels, got {self.grad_blur}")
 
     @property
     def enabled(self) -> bool:
@@ -281,11 +327,19 @@ class DepthGuidance:
                 x = x_t.detach().requires_grad_(True)
                 eps, features = extractor(x, t_batch)
                 d_strong, d_weak = self.eval_heads(features, t_batch)
-                losses, total = self._losses(d_strong, d_weak, generator)
-                (grad,) = torch.autograd.grad(total.sum(), x)
+                losses, terms = self._losses(d_strong, d_weak, generator)
+                total = sum(w * loss for w, loss in terms)
+                assert isinstance(total, torch.Tensor)  # active => at least one term
+                if self.config.grad_norm:  # each term's gradient separately (same forward)
+                    parts = [
+                        (w, torch.autograd.grad(loss.sum(), x, retain_graph=k < len(terms) - 1)[0])
+                        for k, (w, loss) in enumerate(terms)
+                    ]
+                else:
+                    parts = [(1.0, torch.autograd.grad(total.sum(), x)[0])]
         return GuidedStep(
             eps=eps.detach(),
-            grad=self._postprocess(grad, total, losses),
+            grad=self._postprocess(parts, total, losses),
             losses=losses,
             depth_strong=d_strong.detach(),
         )
@@ -295,18 +349,19 @@ class DepthGuidance:
         d_strong: torch.Tensor,
         d_weak: torch.Tensor,
         generator: list[torch.Generator] | None,
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    ) -> tuple[dict[str, torch.Tensor], list[tuple[float, torch.Tensor]]]:
+        """Detached per-sample losses for logging, and the active terms (w, L) with their graph."""
         cfg = self.config
         reduction = loss_reduction(cfg.scale_mode)
         batch = d_strong.shape[0]
-        total = d_strong.new_zeros(batch)
+        terms: list[tuple[float, torch.Tensor]] = []
         losses: dict[str, torch.Tensor] = {}
         if cfg.w_dc > 0:
             l_dc = dcg_loss(d_strong, d_weak, reduction)
             if reduction == "sum" and d_strong.shape[-1] != self.heads.resolution:
                 # heads evaluated at another size (a runtime lever): keep Σ over the R² pixels
                 l_dc = l_dc * (self.heads.resolution / d_strong.shape[-1]) ** 2
-            total = total + cfg.w_dc * l_dc
+            terms.append((cfg.w_dc, l_dc))
             losses["dc"] = l_dc.detach()
         if cfg.w_dp > 0:
             assert self.prior is not None  # enforced in __init__
@@ -315,25 +370,53 @@ class DepthGuidance:
             noise = randn_tensor(
                 (batch, 1, r, r), generator=generator, device=d_strong.device, dtype=d_strong.dtype
             )
-            l_dp = dpg_loss(self.prior, d_strong, tau, noise, reduction, resize=self.prior_resize)
-            total = total + cfg.w_dp * l_dp
+            l_dp = dpg_loss(
+                self.prior,
+                d_strong,
+                tau,
+                noise,
+                reduction,
+                resize=self.prior_resize,
+                gradient=cfg.dpg_gradient,
+            )
+            terms.append((cfg.w_dp, l_dp))
             losses["dp"] = l_dp.detach()
             losses["tau"] = tau.detach().to(d_strong.dtype)
-        return losses, total
+        return losses, terms
 
     def _postprocess(
-        self, grad: torch.Tensor, total: torch.Tensor, losses: dict[str, torch.Tensor]
+        self,
+        parts: list[tuple[float, torch.Tensor]],
+        total: torch.Tensor,
+        losses: dict[str, torch.Tensor],
     ) -> torch.Tensor:
-        """Per-sample grad norm logging, NaN guard and L2 clipping of g (in place)."""
-        flat = grad.flatten(1)
-        finite = torch.isfinite(flat).all(dim=1) & torch.isfinite(total.detach())
-        guard = ~finite if self.config.nan_guard else torch.zeros_like(finite)
-        flat[guard] = 0.0
-        norm = flat.norm(dim=1)
+        """g from the gradient parts (w_k, ∇_k): NaN guard, low-pass, normalisation, clipping.
+
+        Without ``grad_norm`` there is one part, (1, ∇ Σ_k w_k L_k). With it, one per term, and
+        g = Σ_k w_k ∇L_k / RMS(∇L_k) per sample: w_k is then the term's per-pixel RMS step (in
+        the units of x_t, before the scale mode's Σ_t or √(1 − ᾱ_t)), whatever the loss's size.
+        ``grad_norm`` in the losses log is ‖Σ_k w_k ∇L_k‖ before any of this.
+        """
+        cfg = self.config
+        raw = sum(w * g for w, g in parts)
+        assert isinstance(raw, torch.Tensor)
+        finite = torch.isfinite(raw.flatten(1)).all(dim=1) & torch.isfinite(total.detach())
+        guard = ~finite if cfg.nan_guard else torch.zeros_like(finite)
+        drop = guard.view(-1, *([1] * (raw.ndim - 1)))
         losses["total"] = total.detach()
-        losses["grad_norm"] = norm.detach()
-        losses["nan_guarded"] = guard.to(grad.dtype)
-        if self.config.grad_clip is not None:
-            scale = (self.config.grad_clip / norm.clamp_min(1e-12)).clamp(max=1.0)
-            flat.mul_(scale[:, None])
+        losses["grad_norm"] = torch.where(drop, 0.0, raw).flatten(1).norm(dim=1).detach()
+        losses["nan_guarded"] = guard.to(raw.dtype)
+        grad = torch.zeros_like(raw)
+        for w, g in parts:
+            g = torch.where(drop, 0.0, g)
+            if cfg.grad_blur is not None:
+                g = gaussian_blur(g, cfg.grad_blur)
+            if cfg.grad_norm:
+                rms = g.flatten(1).pow(2).mean(dim=1).sqrt()
+                g = g / rms.clamp_min(1e-12).view_as(drop)
+            grad = grad + w * g
+        if cfg.grad_clip is not None:
+            norm = grad.flatten(1).norm(dim=1)
+            scale = (cfg.grad_clip / norm.clamp_min(1e-12)).clamp(max=1.0)
+            grad = grad * scale.view_as(drop)
         return grad

@@ -15,7 +15,13 @@ from dag_core import guidance as guidance_module
 from dag_core.depthnorm import DepthNorm
 from dag_core.errors import DagError
 from dag_core.features import decoder_layers
-from dag_core.guidance import DepthGuidance, GuidanceConfig, dcg_loss, dpg_loss
+from dag_core.guidance import (
+    DepthGuidance,
+    GuidanceConfig,
+    dcg_loss,
+    dpg_loss,
+    gaussian_blur,
+)
 from dag_core.heads import DepthHeads, HeadConfig
 from dag_core.prior import DepthPrior, PriorConfig, prior_unet
 from dag_core.unet_configs import tiny_unet
@@ -78,6 +84,31 @@ def test_dpg_loss_hand_computed() -> None:
     assert torch.equal(prior.unet.seen_t, tau)
 
 
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_dpg_sds_gradient_drops_the_prior_jacobian(reduction: str) -> None:
+    # ε_φ(x) = 2x: the full gradient carries the Jacobian (2 I), the SDS one does not
+    prior = _identity_prior(2)
+    prior.unet.forward = lambda x, t: SimpleNamespace(sample=2 * x)  # type: ignore[method-assign]
+    d = torch.tensor([[[[0.5, -0.5], [1.0, 0.0]]], [[[0.2, 0.2], [-1.0, 0.3]]]])
+    eta = torch.tensor([[[[1.0, -1.0], [0.5, 2.0]]], [[[0.0, 1.0], [-2.0, 0.1]]]])
+    tau = torch.tensor([10, 700])
+    acp = DDPMScheduler().alphas_cumprod[tau].view(-1, 1, 1, 1)
+    a = acp.sqrt()
+    pred = 2 * (a * d + (1 - acp).sqrt() * eta)
+    n = 1 if reduction == "sum" else 4
+    grads = {}
+    for mode in ("full", "sds"):
+        x = d.clone().requires_grad_(True)
+        loss = dpg_loss(prior, x, tau, eta, reduction, gradient=mode)
+        assert torch.allclose(loss, (eta - pred).pow(2).flatten(1).sum(1) / n)  # same value
+        loss.sum().backward()
+        grads[mode] = x.grad
+    assert torch.allclose(grads["full"], -2 * (eta - pred) * 2 * a / n, atol=1e-6)
+    assert torch.allclose(grads["sds"], 2 * a * (pred - eta) / n, atol=1e-6)
+    with pytest.raises(DagError, match="dpg gradient"):
+        dpg_loss(prior, d, tau, eta, gradient="jacobian-free")
+
+
 def test_dpg_loss_zero_prior_is_noise_energy() -> None:
     config = PriorConfig(resolution=8, channels=(8, 16))
     unet = prior_unet(config).requires_grad_(False)
@@ -136,6 +167,10 @@ def test_dpg_loss_bad_shapes(d, tau, noise, match: str) -> None:
         {"window": (0.0, float("nan"))},
         {"grad_clip": 0.0},
         {"grad_clip": float("inf")},
+        {"grad_norm": 1},
+        {"dpg_gradient": "none"},
+        {"grad_blur": 0.0},
+        {"grad_blur": float("nan")},
     ],
 )
 def test_bad_config(kwargs: dict) -> None:
@@ -287,6 +322,53 @@ def test_grad_clip(unet, heads) -> None:
     cos = F.cosine_similarity(clipped.grad.flatten(1), free.grad.flatten(1), dim=1)
     assert torch.allclose(cos, torch.ones(2), atol=1e-5)
     assert torch.allclose(clipped.losses["grad_norm"], norms)  # logged before clipping
+
+
+def test_grad_norm_gives_each_term_rms_w(unet, heads) -> None:
+    x = _x()
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (3, 4)]  # noqa: E731
+    prior = _prior()
+    dc = DepthGuidance(unet, heads, prior, GuidanceConfig(w_dp=0.0))(x, 200, gens())
+    dp = DepthGuidance(unet, heads, prior, GuidanceConfig(w_dc=0.0))(x, 200, gens())
+    one = DepthGuidance(unet, heads, prior, GuidanceConfig(w_dc=2.0, w_dp=0.0, grad_norm=True))
+    normed = one(x, 200, gens()).grad
+    rms = normed.flatten(1).pow(2).mean(dim=1).sqrt()
+    assert torch.allclose(rms, torch.full((2,), 2.0), atol=1e-5)  # w is the RMS step
+    cos = F.cosine_similarity(normed.flatten(1), dc.grad.flatten(1), dim=1)
+    assert torch.allclose(cos, torch.ones(2), atol=1e-5)
+
+    def unit(g: torch.Tensor) -> torch.Tensor:
+        return g / g.flatten(1).pow(2).mean(dim=1).sqrt().view(-1, 1, 1, 1)
+
+    both = DepthGuidance(unet, heads, prior, GuidanceConfig(w_dc=1.0, w_dp=3.0, grad_norm=True))
+    got = both(x, 200, gens())
+    # the default scales are 40 each: unit(dc.grad) = unit(∇L_dc), unit(dp.grad) = unit(∇L_dp)
+    assert torch.allclose(got.grad, unit(dc.grad) + 3.0 * unit(dp.grad), atol=1e-4)
+    assert torch.allclose(got.losses["dc"], dc.losses["dc"]) and torch.equal(
+        got.losses["tau"], dp.losses["tau"]
+    )
+
+
+def test_gaussian_blur_matches_hand_kernel() -> None:
+    x = torch.zeros(1, 1, 9, 9)
+    x[0, 0, 4, 4] = 1.0
+    y = gaussian_blur(x, 1.0)
+    k = torch.exp(-0.5 * torch.arange(-3.0, 4.0) ** 2)
+    k = k / k.sum()
+    assert torch.allclose(y[0, 0, 1:8, 1:8], torch.outer(k, k), atol=1e-6)
+    assert torch.isclose(y.sum(), torch.tensor(1.0), atol=1e-6)  # mass kept away from borders
+    noise = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    smooth = gaussian_blur(noise, 1.5)
+    high = (smooth[..., 1:, :] - smooth[..., :-1, :]).abs().mean()
+    assert high < 0.5 * (noise[..., 1:, :] - noise[..., :-1, :]).abs().mean()
+
+
+def test_grad_blur_low_passes_the_gradient(unet, heads) -> None:
+    x = _x()
+    free = DepthGuidance(unet, heads, None, GuidanceConfig(w_dp=0.0))(x, 200)
+    blurred = DepthGuidance(unet, heads, None, GuidanceConfig(w_dp=0.0, grad_blur=1.0))(x, 200)
+    assert torch.allclose(blurred.grad, gaussian_blur(free.grad, 1.0), atol=1e-6)
+    assert torch.allclose(blurred.losses["grad_norm"], free.losses["grad_norm"])  # logged raw
 
 
 def test_guidance_construction_errors(unet, heads) -> None:
