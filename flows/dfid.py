@@ -6,6 +6,8 @@ computes the distances on Inception-v3 (2015-12-05) features, offline. Every num
 bootstrap 95 % CI over the generated samples, and every variant is compared with
 ``reference_variant`` (default ``unguided``; same seeds) by a paired difference with its CI — a
 difference whose CI contains 0 is reported as "no difference" (:mod:`dag_core.metrics.effect`).
+With ``floor`` (held-out real pairs) the same scores of real images at the same count are the
+floor, and each variant's gap above it (``headroom``) bounds what any guidance can gain.
 """
 
 from __future__ import annotations
@@ -33,9 +35,12 @@ def dfid(
     reference_variant: str | None = "unguided",
     metrics_file: str = "metrics/dfid.json",
     runtime: dict[str, Any] | None = None,
+    floor: str | None = None,
 ) -> str:
     """Write ``metrics_file`` with dFID, FID, KID, P/R and consistency per variant (default:
-    every synthetic variant) and the paired differences to ``reference_variant``."""
+    every synthetic variant) and the paired differences to ``reference_variant``; with ``floor``
+    (held-out real pairs, at least as many as each variant) also the floor and each variant's
+    headroom above it."""
     runtime = check_runtime(runtime)
     if variants is None:
         root = Path(synthetic)
@@ -60,6 +65,7 @@ def dfid(
         reference_variant,
         metrics_file,
         runtime,
+        floor,
     )
     return metrics_file
 

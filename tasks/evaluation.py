@@ -24,7 +24,7 @@ from dag_core.downstream import (
 from dag_core.errors import DagError
 from dag_core.metrics.effect import CONFIDENCE
 from dag_core.metrics.fid import resolve_extractor
-from dag_core.metrics.scorer import Scorer
+from dag_core.metrics.scorer import GeneratedSet, Scorer
 from dag_core.nyu import open_nyu
 from dag_core.runtime import use_runtime
 from dag_core.shards import Sample, read_samples, write_dataset
@@ -39,20 +39,27 @@ def downstream_config(config: dict[str, Any]) -> DownstreamConfig:
 
 
 @stage_task
-def write_world_reference(out_dir: str, resolution: int, n_train: int, n_test: int) -> str:
+def write_world_reference(
+    out_dir: str, resolution: int, n_train: int, n_test: int, n_floor: int = 0
+) -> str:
     """World pairs the labelled subset never sees: ``train`` for the reference depth estimator,
-    ``test`` as the real image set for FID and the held-out procedural test split."""
+    ``test`` as the real image set for FID and the held-out procedural test split, and (n_floor
+    > 0) ``floor``: more held-out pairs that give the FID / dFID a real set reaches at the
+    generated sets' count (the dfid stage's floor)."""
     with replace_dir(out_dir) as tmp:
-        for name, start, count in (
+        splits = [
             ("train", REFERENCE_SEED_BASE, n_train),
             ("test", REFERENCE_SEED_BASE + n_train, n_test),
-        ):
+        ]
+        if n_floor:
+            splits.append(("floor", REFERENCE_SEED_BASE + n_train + n_test, n_floor))
+        for name, start, count in splits:
             samples = (
                 Sample(id=f"world-{s:09d}", rgb=rgb, depth=d, seed=s, source="world")
                 for s, rgb, d in iter_scenes(start, count, resolution)
             )
             write_dataset(tmp / name, samples, shard_size=1000, depth_dtype="float16")
-    run_logger().info("world reference sets: %d train, %d test", n_train, n_test)
+    run_logger().info("world reference sets: %d train, %d test, %d floor", n_train, n_test, n_floor)
     return out_dir
 
 
@@ -131,17 +138,30 @@ def compute_dfid(
     reference_variant: str | None,
     metrics_file: str,
     runtime: dict[str, Any] | None = None,
+    floor: str | None = None,
 ) -> str:
     """dFID (paper §5: FID between depth maps estimated by one reference estimator from generated
     and from real images), FID, KID, precision/recall and image–label consistency per variant,
     each with a bootstrap 95 % CI; and each variant's paired difference to ``reference_variant``
-    (same seeds) with its CI and a verdict ("no difference" when the CI contains 0)."""
+    (same seeds) with its CI and a verdict ("no difference" when the CI contains 0).
+
+    ``floor``: held-out real image–depth pairs (not in ``real``). Their first n, scored like a
+    variant of n samples, give the floor (``floor``: what real images reach at this count) and
+    each variant's gap above it with CIs (``headroom``): the largest reduction any guidance
+    could show."""
     logger = run_logger()
     _, device = use_runtime(runtime)
+    floor_pairs = _images_and_labels(floor, None) if floor else None
+    images = {v: _images_and_labels(Path(synthetic) / v, max_samples) for v in variants}
+    if floor_pairs is not None:
+        for variant, (rgb, _) in images.items():
+            if len(floor_pairs[0]) < len(rgb):
+                raise DagError(
+                    f"dfid floor {floor} has {len(floor_pairs[0])} images, fewer than the "
+                    f"{len(rgb)} of variant '{variant}'"
+                )
     score = scorer(real, estimator, extractor, batch_size, n_boot, device)
-    sets = {
-        v: score.features(*_images_and_labels(Path(synthetic) / v, max_samples)) for v in variants
-    }
+    sets = {v: score.features(*pairs) for v, pairs in images.items()}
     ref = sets.get(reference_variant) if reference_variant else None
     results: dict[str, Any] = {
         "extractor": resolve_extractor(extractor),
@@ -161,6 +181,20 @@ def compute_dfid(
         logger.info("%s: %s %s", variant, row, diff or "")
     if not results[f"vs_{reference_variant}"]:
         del results[f"vs_{reference_variant}"]
+    if floor_pairs is not None:
+        floor_sets: dict[int, GeneratedSet] = {}
+        results["headroom"] = {}
+        for variant, gen in sets.items():
+            if gen.n not in floor_sets:
+                rgb, depth = floor_pairs
+                floor_sets[gen.n] = score.features(rgb[: gen.n], depth[: gen.n])
+            results["headroom"][variant] = score.gap(gen, floor_sets[gen.n])
+        floor_n = (ref or next(iter(sets.values()))).n
+        row, _ = score.summary(floor_sets[floor_n])
+        results["floor"] = {"data": floor, **row}
+        logger.info(
+            "floor (held-out real, n=%d): %s; headroom %s", floor_n, row, results["headroom"]
+        )
     Path(metrics_file).parent.mkdir(parents=True, exist_ok=True)
     Path(metrics_file).write_text(json.dumps(results, indent=2) + "\n")
     return metrics_file

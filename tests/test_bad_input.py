@@ -178,6 +178,19 @@ def _cases(p: Path) -> list[tuple[str, dict[str, Any] | None, list[str], str]]:
             "part-00000",
         ),
         (
+            "dfid",
+            {
+                "dfid": {
+                    "synthetic": str(d / "synthetic"),
+                    "floor": str(d / "labelled/heldout"),  # 1 pair for 2 samples per variant
+                    "metrics_file": str(junk / "d.json"),
+                }
+            },
+            [],
+            "has 1 images, fewer than the 2",
+        ),
+        ("reference", {"reference": {"n_floor": -4, "data_dir": str(junk / "r")}}, [], "-4"),
+        (
             "train_prior",
             {"train_prior": {"labelled": str(d / "incomplete"), "out_dir": str(junk / "p")}},
             [],

@@ -12,6 +12,7 @@ from dag_core.metrics.effect import (
     consistency,
     fast_fid,
     fid_bootstrap,
+    fid_gap,
     fid_value,
     kid_prc,
     mean_bootstrap,
@@ -55,6 +56,21 @@ def test_paired_difference(real: RealFeatures) -> None:
     assert worse is not None and worse.lo > 0 and verdict(worse) == "higher"
     with pytest.raises(DagError, match="equal sample counts"):
         fid_bootstrap(base, real, n_boot=100, paired_with=base[:10])
+
+
+def test_fid_gap_to_a_real_floor(real: RealFeatures) -> None:
+    floor = _features(60, 7)  # held-out draws of the real distribution, same count
+    far = _features(60, 8, shift=0.6)
+    gap, rel = fid_gap(far, floor, real, n_boot=200)
+    expected = fid_value(far, real) - fid_value(floor, real)
+    assert gap.value == pytest.approx(expected) and gap.lo > 0  # clearly above the floor
+    assert rel.value == pytest.approx(expected / fid_value(far, real))
+    assert rel.lo <= rel.value <= rel.hi < 1
+    # a set drawn like the floor itself has no headroom: its gap CI contains 0
+    same, _ = fid_gap(_features(60, 9), floor, real, n_boot=200)
+    assert same.lo < 0 < same.hi
+    with pytest.raises(DagError, match="as many real samples"):
+        fid_gap(far, floor[:30], real, n_boot=50)
 
 
 def test_mean_bootstrap_and_verdicts() -> None:
@@ -113,3 +129,6 @@ def test_scorer_counts_nonfinite_labels_instead_of_failing(tmp_path) -> None:
     assert broken.consistency["abs_rel"][4] != clean.consistency["abs_rel"][4]
     row, _ = scorer.summary(broken)
     assert row["labels_nonfinite"] == 2
+    gaps = scorer.gap(broken, clean)
+    assert set(gaps) >= {"dfid_gap", "dfid_gap_ci_lo", "fid_gap_rel", "fid_gap_rel_ci_hi"}
+    assert gaps["fid_gap"] == 0.0  # same images: no gap

@@ -26,6 +26,7 @@ from dag_core.metrics.effect import (
     RealFeatures,
     consistency,
     fid_bootstrap,
+    fid_gap,
     kid_prc,
     mean_bootstrap,
     verdict,
@@ -156,6 +157,20 @@ class Scorer:
                     diff.update(delta.as_dict(f"{name}_diff"))
                     diff[f"{name}_verdict"] = verdict(delta)
         return row, (diff if reference is not None else None)
+
+    def gap(self, gen: GeneratedSet, floor: GeneratedSet) -> dict[str, float]:
+        """dFID and FID of ``gen`` above the floor that ``floor`` (held-out real images, as many
+        as ``gen``) reaches: ``<name>_gap`` and ``<name>_gap_rel`` (= the largest relative
+        reduction possible), each with its CI (:func:`~dag_core.metrics.effect.fid_gap`)."""
+        out: dict[str, float] = {}
+        for name, attr in _FEATURES.items():
+            real = self.real_depth if name == "dfid" else self.real_images
+            gap, rel = fid_gap(
+                getattr(gen, attr), getattr(floor, attr), real, n_boot=self.n_boot, seed=self.seed
+            )
+            out.update(gap.as_dict(f"{name}_gap"))
+            out.update(rel.as_dict(f"{name}_gap_rel"))
+        return out
 
 
 _FEATURES = {"dfid": "depth_features", "fid": "image_features"}
