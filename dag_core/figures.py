@@ -264,7 +264,8 @@ SWEEP_PANELS = (
 
 def sweep_figure(series: Mapping[str, list[Mapping[str, float]]], path: str | Path) -> Path:
     """dFID, FID and image–label consistency vs guidance scale w (paper Fig. 8), one line per
-    series (scale mode × window), 95 % CIs as error bars; x on a symmetric log scale."""
+    series (scale mode × window, remedy), 95 % CIs as error bars; x on a symmetric log scale.
+    Rows with ``floor_<metric>`` add a dashed line: what held-out real images score."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -283,6 +284,11 @@ def sweep_figure(series: Mapping[str, list[Mapping[str, float]]], path: str | Pa
             lo = np.array([r.get(f"{key}_ci_lo", r[key]) for r in rows])
             hi = np.array([r.get(f"{key}_ci_hi", r[key]) for r in rows])
             ax.errorbar(w, y, yerr=[y - lo, hi - y], marker="o", capsize=3, label=name)
+        floors = [
+            r[f"floor_{key}"] for rows in series.values() for r in rows if f"floor_{key}" in r
+        ]
+        if floors:
+            ax.axhline(floors[0], color="grey", linestyle="--", label="held-out real (floor)")
         ax.set_xscale("symlog", linthresh=1.0)
         ax.set_xlabel("w = w_dc = w_dp")
         ax.set_title(title)

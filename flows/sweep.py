@@ -2,9 +2,9 @@
 
 For each ``scale_mode`` (:mod:`dag_core.strength`) and guidance window, sample ``num_samples``
 images at every w = w_dc = w_dp with the same seeds, and score each set against the unguided one
-(bootstrap CIs, paired differences). One CSV per (mode, window) series lands in ``out_dir`` (DVC
-plots) and a PNG figure in ``figure``. Points can also be queued as DVC experiments
-(README, "Calibrating guidance").
+(bootstrap CIs, paired differences); ``remedies`` add named series with other guidance settings.
+One CSV per series lands in ``out_dir`` (DVC plots) and a PNG figure in ``figure``. Points can
+also be queued as DVC experiments (README, "Calibrating guidance").
 """
 
 from __future__ import annotations
@@ -37,13 +37,18 @@ def sweep(
     modes: list[str] | None = None,
     scales: list[float] | dict[str, list[float]] | None = None,
     windows: list[list[float]] | None = None,
+    remedies: dict[str, Any] | None = None,
+    floor: str | None = None,
     out_dir: str = "plots/sweep",
     figure: str | None = "plots/sweep.png",
     runtime: dict[str, Any] | None = None,
 ) -> str:
     """Write one CSV per (mode, window) into ``out_dir`` and the figure; returns ``out_dir``.
 
-    ``scales``: one list for every mode or ``{mode: [w, ...]}`` (w = 0 is always included)."""
+    ``scales``: one list for every mode or ``{mode: [w, ...]}`` (w = 0 is always included).
+    ``remedies``: extra series ``{name: {scales: [w, ...], guidance: {overrides}}}`` on the first
+    mode and window (gradient normalisation, low-pass, SDS prior gradient, DPG alone, ...).
+    ``floor``: held-out real pairs scored at the same count (``floor_*`` columns, dashed lines)."""
     runtime = check_runtime(runtime)
     return guidance_sweep(
         models={"base_model": base_model, "heads": heads, "prior": prior},
@@ -66,6 +71,8 @@ def sweep(
         modes=list(modes or ["paper", "mean"]),
         scales=scales or [0, 40],
         windows=[list(w) for w in (windows or [[0.0, 0.6]])],
+        remedies=dict(remedies or {}),
+        floor=floor,
         out_dir=out_dir,
         figure=figure,
         runtime=runtime,

@@ -48,6 +48,9 @@ COLUMNS = (
     "depth_kid_mean",
     "precision",
     "recall",
+    "floor_dfid",
+    "floor_fid",
+    "floor_consistency_abs_rel",
 )
 
 
@@ -68,6 +71,51 @@ def mode_scales(scales: list[float] | dict[str, list[float]], mode: str) -> list
     if not chosen:
         raise DagError(f"sweep has no scales for mode '{mode}'")
     return sorted({0.0, *(float(w) for w in chosen)})
+
+
+def remedy_settings(
+    guidance: dict[str, Any],
+    modes: list[str],
+    windows: list[list[float]],
+    remedy: dict[str, Any],
+    w: float,
+) -> dict[str, Any]:
+    """Guidance settings of one remedy point: the shared ``guidance``, the first mode and window,
+    w_dc = w_dp = w, then the remedy's own overrides (``w_dc: 0`` = DPG alone)."""
+    return {
+        **guidance,
+        "scale_mode": modes[0],
+        "window": list(windows[0]),
+        "w_dc": w,
+        "w_dp": w,
+        **remedy.get("guidance", {}),
+    }
+
+
+def check_remedies(
+    remedies: dict[str, Any],
+    guidance: dict[str, Any],
+    modes: list[str],
+    windows: list[list[float]],
+) -> None:
+    """One-line errors for remedy series (name, scales, guidance overrides) before sampling."""
+    from dag_core.synthesis import guidance_config
+
+    taken = {series_name(m, w) for m in modes for w in windows}
+    for name, remedy in remedies.items():
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name in taken:
+            raise DagError(f"sweep remedy name {name!r} must be a new plain name ([A-Za-z0-9_-])")
+        if not isinstance(remedy, dict) or set(remedy) - {"scales", "guidance"}:
+            raise DagError(f"sweep remedy '{name}' must map scales and guidance, got {remedy!r}")
+        scales = remedy.get("scales")
+        if not isinstance(scales, list) or not scales:
+            raise DagError(f"sweep remedy '{name}' needs a non-empty scales list, got {scales!r}")
+        if not isinstance(remedy.get("guidance", {}), dict):
+            raise DagError(f"sweep remedy '{name}' guidance must be a mapping")
+        for w in scales:
+            if isinstance(w, bool) or not isinstance(w, int | float):
+                raise DagError(f"sweep remedy '{name}' scale must be a number, got {w!r}")
+            guidance_config(f"remedy {name}", remedy_settings(guidance, modes, windows, remedy, w))
 
 
 def check_sweep(
@@ -103,13 +151,26 @@ def guidance_sweep(
     out_dir: str,
     figure: str | None,
     runtime: dict[str, Any] | None = None,
+    remedies: dict[str, Any] | None = None,
+    floor: str | None = None,
 ) -> str:
     """Sample every (mode, window, w) point with the same seeds, score it against the unguided
-    set, and write one CSV per (mode, window) series into ``out_dir`` (+ a PNG ``figure``)."""
+    set, and write one CSV per (mode, window) series into ``out_dir`` (+ a PNG ``figure``).
+
+    ``remedies`` adds one series per named set of guidance overrides (``{name: {scales: [w, ...],
+    guidance: {...}}}``, on top of the first mode and window: :func:`remedy_settings`).
+    ``floor`` (held-out real pairs, at least ``num_samples``): their scores at the same count go
+    into every row as ``floor_*`` columns, the level no guidance can beat."""
     logger = run_logger()
     spec_kw = dict(sampling)
     batch_size = int(spec_kw.pop("batch_size", 16))
+    remedies = dict(remedies or {})
     check_sweep(modes, scales, windows, int(spec_kw["num_samples"]))
+    check_remedies(remedies, guidance, modes, windows)
+    n = int(spec_kw["num_samples"])
+    floor_pairs = _images_and_labels(floor, n) if floor else None
+    if floor_pairs is not None and len(floor_pairs[0]) < n:
+        raise DagError(f"sweep floor {floor} has {len(floor_pairs[0])} images, fewer than {n}")
     rt, device = use_runtime(runtime)
     loaded = cached_models(models["base_model"], models["heads"], models["prior"], rt)
     score = scorer(**evaluation, device=device)
@@ -129,34 +190,55 @@ def guidance_sweep(
     with tempfile.TemporaryDirectory() as tmp:
         base = render({"w_dc": 0.0, "w_dp": 0.0}, "w0", Path(tmp))
         base_row, base_diff = score.summary(base, base)  # w = 0 of every series
-        for mode in modes:
-            for window in windows:
-                name = series_name(mode, window)
-                rows = []
-                for w in mode_scales(scales, mode):
-                    if w == 0:
-                        row, diff = base_row, base_diff
-                    else:
-                        settings = {
-                            **guidance,
-                            "w_dc": w,
-                            "w_dp": w,
-                            "scale_mode": mode,
-                            "window": list(window),
-                        }
-                        gen = render(settings, _variant_name(f"{name}-w{w:g}"), Path(tmp))
-                        row, diff = score.summary(gen, base)
-                    rows.append({"w": w, **row, **(diff or {})})
-                    logger.info(
-                        "sweep %s w=%g: dFID %.2f [%.2f, %.2f], consistency %.4f",
-                        name,
-                        w,
-                        row["dfid"],
-                        row["dfid_ci_lo"],
-                        row["dfid_ci_hi"],
-                        row.get("consistency_abs_rel", float("nan")),
-                    )
-                series[name] = rows
+        floor_cols: dict[str, float] = {}
+        if floor_pairs is not None:
+            floor_row, _ = score.summary(score.features(*floor_pairs))
+            floor_cols = {
+                f"floor_{k}": floor_row[k] for k in ("dfid", "fid", "consistency_abs_rel")
+            }
+            logger.info("sweep floor (held-out real, n=%d): %s", n, floor_cols)
+        points: list[tuple[str, list[float], Any]] = [
+            (
+                series_name(mode, window),
+                mode_scales(scales, mode),
+                lambda w, mode=mode, window=window: {
+                    **guidance,
+                    "w_dc": w,
+                    "w_dp": w,
+                    "scale_mode": mode,
+                    "window": list(window),
+                },
+            )
+            for mode in modes
+            for window in windows
+        ]
+        points += [
+            (
+                name,
+                sorted({0.0, *(float(w) for w in remedy["scales"])}),
+                lambda w, remedy=remedy: remedy_settings(guidance, modes, windows, remedy, w),
+            )
+            for name, remedy in remedies.items()
+        ]
+        for name, series_scales, settings_at in points:
+            rows = []
+            for w in series_scales:
+                if w == 0:
+                    row, diff = base_row, base_diff
+                else:
+                    gen = render(settings_at(w), _variant_name(f"{name}-w{w:g}"), Path(tmp))
+                    row, diff = score.summary(gen, base)
+                rows.append({"w": w, **row, **(diff or {}), **floor_cols})
+                logger.info(
+                    "sweep %s w=%g: dFID %.2f [%.2f, %.2f], consistency %.4f",
+                    name,
+                    w,
+                    row["dfid"],
+                    row["dfid_ci_lo"],
+                    row["dfid_ci_hi"],
+                    row.get("consistency_abs_rel", float("nan")),
+                )
+            series[name] = rows
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.csv"):

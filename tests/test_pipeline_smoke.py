@@ -59,10 +59,16 @@ def test_dvc_repro_smoke_profile(tmp_path: Path, api: str, nyu_test50_dir: Path)
     diff = dfid["vs_unguided"]["dag"]
     assert diff["dfid_verdict"] in {"lower", "higher", "no difference"}
     assert diff["consistency_abs_rel_diff_ci_lo"] <= diff["consistency_abs_rel_diff_ci_hi"]
+    rows_w0_dfid = None
     for mode in ("paper", "mean"):
         rows = (project / f"plots/sweep/{mode}_0-1.csv").read_text().splitlines()
+        rows_w0_dfid = rows[1].split(",")[1]
         assert rows[0].startswith("w,dfid,dfid_ci_lo,dfid_ci_hi,fid")
         assert [r.split(",")[0] for r in rows[1:]] == ["0.0", "40.0"]
+    for remedy, w in (("grad-norm", "0.1"), ("dpg-sds", "40.0")):
+        rows = (project / f"plots/sweep/{remedy}.csv").read_text().splitlines()
+        assert [r.split(",")[0] for r in rows[1:]] == ["0.0", w]
+        assert rows[1].split(",")[1] == rows_w0_dfid  # w = 0 is the shared unguided point
     assert (project / "plots/sweep.png").stat().st_size > 1000
     down = json.loads((project / "metrics/downstream.json").read_text())
     assert set(down["world"]) == {"labelled", "unguided", "dag"}

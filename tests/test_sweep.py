@@ -6,7 +6,14 @@ import pytest
 
 from dag_core.errors import DagError
 from flows.dfid import dfid
-from tasks.sweep import _variant_name, check_sweep, mode_scales, series_name
+from tasks.sweep import (
+    _variant_name,
+    check_remedies,
+    check_sweep,
+    mode_scales,
+    remedy_settings,
+    series_name,
+)
 
 
 def test_series_name() -> None:
@@ -42,3 +49,33 @@ def test_mode_scales() -> None:
     assert mode_scales([40, 1, 0], "paper") == [0.0, 1.0, 40.0]
     assert _variant_name("paper_0-0.6-w0.3") == "paper_0-0_6-w0_3"
     assert mode_scales({"paper": [1, 3], "mean": [100]}, "mean") == [0.0, 100.0]
+
+
+@pytest.mark.parametrize(
+    ("remedies", "match"),
+    [
+        ({"paper_0-0.6": {"scales": [1]}}, "new plain name"),
+        ({"bad name": {"scales": [1]}}, "new plain name"),
+        ({"norm": {"scales": []}}, "non-empty scales"),
+        ({"norm": {"scales": [1], "guidnace": {}}}, "must map scales and guidance"),
+        ({"norm": {"scales": ["x"]}}, "must be a number"),
+        ({"norm": {"scales": [1], "guidance": {"grad_norm": "yes"}}}, "grad_norm"),
+        ({"norm": {"scales": [1], "guidance": {"dpg_gradient": "free"}}}, "dpg_gradient"),
+        ({"norm": {"scales": [1], "guidance": {"clip": 3}}}, "unknown guidance setting"),
+    ],
+)
+def test_bad_remedies_fail_before_sampling(remedies, match) -> None:
+    with pytest.raises(DagError, match=match):
+        check_remedies(remedies, {"tau": "random"}, ["paper"], [[0.0, 0.6]])
+
+
+def test_remedy_settings_override_the_shared_point() -> None:
+    remedy = {"scales": [3], "guidance": {"w_dc": 0, "window": [0.0, 0.3]}}
+    got = remedy_settings({"tau": "random"}, ["paper", "mean"], [[0.0, 0.6]], remedy, 3.0)
+    assert got == {
+        "tau": "random",
+        "scale_mode": "paper",
+        "window": [0.0, 0.3],
+        "w_dc": 0,
+        "w_dp": 3.0,
+    }
