@@ -19,6 +19,12 @@ averaged — is the ``scale_mode`` (:mod:`dag_core.strength`): ``paper`` treats 
 classifier's gradient (guided-diffusion: DDPM mean − Σ_t g, DDIM ε + √(1−ᾱ_t) g, summed losses),
 ``mean`` subtracts g from the scheduler's output (per-pixel mean losses, no Σ_t). The sampler
 applies it (:func:`dag_core.strength.guided_step`), so guidance stays sampler-agnostic.
+
+The standard remedies for a gradient that satisfies the heads rather than the geometry shape g
+before the mode applies it (all off by default): per-term normalisation (``grad_norm``: g =
+Σ_k w_k ∇L_k / RMS(∇L_k)), a Gaussian low-pass (``grad_blur``), score distillation for DPG
+(``dpg_gradient: sds``, :func:`dpg_loss`), per-sample L2 clipping (``grad_clip``) and a window
+on t/T (``window``).
 """
 
 from __future__ import annotations
@@ -145,7 +151,10 @@ class GuidanceConfig:
     per-sample L2 norm of the guidance gradient g; ``nan_guard`` zeroes non-finite ones per
     sample. ``scale_mode`` says what w means (:mod:`dag_core.strength`): ``paper`` (summed losses,
     g scaled by Σ_t / folded into ε as classifier guidance) or ``mean`` (per-pixel mean losses,
-    g subtracted as is).
+    g subtracted as is). ``grad_norm`` rescales each term's gradient to unit per-pixel RMS before
+    weighting, so w_k becomes the term's RMS step; ``grad_blur`` low-passes g with a Gaussian of
+    that many pixels; ``dpg_gradient`` is ``full`` (∇L_dp as written) or ``sds`` (without the
+    prior's Jacobian).
     """
 
     w_dc: float = 40.0
