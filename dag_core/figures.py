@@ -291,7 +291,7 @@ def sweep_figure(series: Mapping[str, list[Mapping[str, float]]], path: str | Pa
             ax.axhline(floors[0], color="grey", linestyle="--", label="held-out real (floor)")
         ax.set_xscale("symlog", linthresh=1.0)
         ax.set_xlim(left=-0.2)  # w >= 0: no empty negative half
-        ax.set_xlabel("w = w_dc = w_dp")
+        ax.set_xlabel("w (w_dc = w_dp; a remedy's w: README)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)

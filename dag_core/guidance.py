@@ -110,20 +110,28 @@ def dpg_loss(
     tau = tau.to(device=d_strong.device, dtype=torch.long)
     if gradient not in DPG_GRADIENTS:
         raise DagError(f"dpg gradient must be one of {', '.join(DPG_GRADIENTS)}, got {gradient!r}")
-    noisy = prior.scheduler.add_noise(d_strong, noise.to(d_strong), tau)
     if gradient == "full":
+        noisy = prior.scheduler.add_noise(d_strong, noise.to(d_strong), tau)
         pred = prior.unet(noisy, tau).sample
         return _reduce((noise.to(pred) - pred).pow(2), reduction)
     with torch.no_grad():
-        pred = prior.unet(noisy.detach(), tau).sample
+        noisy = prior.scheduler.add_noise(d_strong.detach(), noise.to(d_strong), tau)
+        pred = prior.unet(noisy, tau).sample
         residual = pred - noise.to(pred)
-        alpha = prior.scheduler.alphas_cumprod.to(residual)[tau].sqrt().view(-1, 1, 1, 1)
+        acp = prior.scheduler.alphas_cumprod.to(device=tau.device, dtype=torch.float32)
+        alpha = acp[tau].sqrt().view(-1, 1, 1, 1).to(residual.dtype)
     surrogate = _reduce(2.0 * alpha * residual * d_strong, reduction)
     return _reduce(residual.pow(2), reduction) + surrogate - surrogate.detach()
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian low-pass of (B,C,H,W) ``x`` with std ``sigma`` pixels (reflect pad)."""
+    """Separable Gaussian low-pass of (B,C,H,W) ``x`` with std ``sigma`` pixels (reflect pad),
+    computed in float32 outside any autocast region and returned in ``x``'s dtype."""
+    with torch.autocast(x.device.type, enabled=False):
+        return _gaussian_blur(x.float(), sigma).to(x.dtype)
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     radius = max(1, math.ceil(3.0 * sigma))
     radius = min(radius, x.shape[-1] - 1, x.shape[-2] - 1)
     offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)

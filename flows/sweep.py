@@ -71,7 +71,7 @@ def sweep(
         modes=list(modes or ["paper", "mean"]),
         scales=scales or [0, 40],
         windows=[list(w) for w in (windows or [[0.0, 0.6]])],
-        remedies=dict(remedies or {}),
+        remedies=remedies if remedies is not None else {},
         floor=floor,
         out_dir=out_dir,
         figure=figure,

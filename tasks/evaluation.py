@@ -147,8 +147,8 @@ def compute_dfid(
 
     ``floor``: held-out real image–depth pairs (not in ``real``). Their first n, scored like a
     variant of n samples, give the floor (``floor``: what real images reach at this count) and
-    each variant's gap above it with CIs (``headroom``): the largest reduction any guidance
-    could show."""
+    each variant's gap above it with CIs (``headroom``): the reduction that would make the
+    variant score like real images."""
     logger = run_logger()
     _, device = use_runtime(runtime)
     floor_pairs = _images_and_labels(floor, None) if floor else None

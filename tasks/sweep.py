@@ -101,6 +101,8 @@ def check_remedies(
     """One-line errors for remedy series (name, scales, guidance overrides) before sampling."""
     from dag_core.synthesis import guidance_config
 
+    if not isinstance(remedies, dict):
+        raise DagError(f"sweep remedies must map names to {{scales, guidance}}, got {remedies!r}")
     taken = {series_name(m, w) for m in modes for w in windows}
     for name, remedy in remedies.items():
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name in taken:
@@ -110,8 +112,16 @@ def check_remedies(
         scales = remedy.get("scales")
         if not isinstance(scales, list) or not scales:
             raise DagError(f"sweep remedy '{name}' needs a non-empty scales list, got {scales!r}")
-        if not isinstance(remedy.get("guidance", {}), dict):
+        overrides = remedy.get("guidance", {})
+        if not isinstance(overrides, dict):
             raise DagError(f"sweep remedy '{name}' guidance must be a mapping")
+        fixed = {k: overrides[k] for k in ("w_dc", "w_dp") if k in overrides}
+        if len(fixed) == 2 or any(v != 0 for v in fixed.values()):
+            # w = 0 of every series is the shared unguided set, and w must move something
+            raise DagError(
+                f"sweep remedy '{name}' may only switch one term off (w_dc: 0 or w_dp: 0), "
+                f"got {fixed}"
+            )
         for w in scales:
             if isinstance(w, bool) or not isinstance(w, int | float):
                 raise DagError(f"sweep remedy '{name}' scale must be a number, got {w!r}")
@@ -160,11 +170,11 @@ def guidance_sweep(
     ``remedies`` adds one series per named set of guidance overrides (``{name: {scales: [w, ...],
     guidance: {...}}}``, on top of the first mode and window: :func:`remedy_settings`).
     ``floor`` (held-out real pairs, at least ``num_samples``): their scores at the same count go
-    into every row as ``floor_*`` columns, the level no guidance can beat."""
+    into every row as ``floor_*`` columns: what real images score at this count."""
     logger = run_logger()
     spec_kw = dict(sampling)
     batch_size = int(spec_kw.pop("batch_size", 16))
-    remedies = dict(remedies or {})
+    remedies = {} if remedies is None else remedies
     check_sweep(modes, scales, windows, int(spec_kw["num_samples"]))
     check_remedies(remedies, guidance, modes, windows)
     n = int(spec_kw["num_samples"])

@@ -189,7 +189,7 @@ def _cases(p: Path) -> list[tuple[str, dict[str, Any] | None, list[str], str]]:
             [],
             "has 1 images, fewer than the 2",
         ),
-        ("reference", {"reference": {"n_floor": -4, "data_dir": str(junk / "r")}}, [], "-4"),
+        ("reference", {"reference": {"n_floor": -4, "data_dir": str(junk / "r")}}, [], "n_floor"),
         (
             "train_prior",
             {"train_prior": {"labelled": str(d / "incomplete"), "out_dir": str(junk / "p")}},

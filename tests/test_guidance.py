@@ -349,6 +349,29 @@ def test_grad_norm_gives_each_term_rms_w(unet, heads) -> None:
     )
 
 
+def test_grad_norm_then_clip_and_nan_guard(unet, heads, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = guidance_module.dcg_loss
+
+    def poisoned(d_s: torch.Tensor, d_w: torch.Tensor, *rest: str) -> torch.Tensor:
+        return real(d_s, d_w, *rest) * torch.tensor([float("nan"), 1.0])  # sample 0 diverged
+
+    monkeypatch.setattr(guidance_module, "dcg_loss", poisoned)
+    cfg = GuidanceConfig(w_dc=3.0, w_dp=0.0, grad_norm=True, grad_clip=1.0)
+    step = DepthGuidance(unet, heads, None, cfg)(_x(), 200)
+    assert torch.equal(step.grad[0], torch.zeros_like(step.grad[0]))
+    assert torch.equal(step.losses["nan_guarded"], torch.tensor([1.0, 0.0]))
+    # normalised to RMS 3 (norm 3·√N), then clipped to norm 1
+    assert torch.isclose(step.grad[1].norm(), torch.tensor(1.0), atol=1e-5)
+
+
+def test_gaussian_blur_keeps_dtype_and_runs_in_fp32() -> None:
+    x = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = gaussian_blur(x.to(torch.bfloat16), 1.0)
+    assert y.dtype == torch.bfloat16
+    assert torch.allclose(y.float(), gaussian_blur(x.to(torch.bfloat16).float(), 1.0), atol=1e-2)
+
+
 def test_gaussian_blur_matches_hand_kernel() -> None:
     x = torch.zeros(1, 1, 9, 9)
     x[0, 0, 4, 4] = 1.0

@@ -62,6 +62,9 @@ def test_mode_scales() -> None:
         ({"norm": {"scales": [1], "guidance": {"grad_norm": "yes"}}}, "grad_norm"),
         ({"norm": {"scales": [1], "guidance": {"dpg_gradient": "free"}}}, "dpg_gradient"),
         ({"norm": {"scales": [1], "guidance": {"clip": 3}}}, "unknown guidance setting"),
+        ({"off": {"scales": [1], "guidance": {"w_dc": 0, "w_dp": 0}}}, "one term off"),
+        ({"fix": {"scales": [1], "guidance": {"w_dp": 5}}}, "one term off"),
+        ([{"scales": [1]}], "must map names"),
     ],
 )
 def test_bad_remedies_fail_before_sampling(remedies, match) -> None:

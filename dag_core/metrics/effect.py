@@ -15,8 +15,9 @@ noise). Everything here resamples the GENERATED samples with replacement (the re
   [θ̂ − (q₅₀ − q₂.₅), θ̂ + (q₉₇.₅ − q₅₀)] — the sampling variability of FID at this n.
 * :func:`fid_gap` — how far a set's FID is above the FLOOR: the FID that held-out real images
   reach at the same count (FID's bias at small n and the real set's own spread make that floor
-  far from 0). gap / FID is the largest relative reduction any method can show on this set; the
-  CI resamples both sets independently (they share nothing).
+  far from 0). gap / FID is the relative reduction that would make the set score like real
+  images (a set can land below the floor only by noise, within its CI); the CI resamples both
+  sets independently (they share nothing).
 * :func:`mean_bootstrap` — mean and CI of per-sample values, or of paired per-sample differences.
 * :func:`consistency` — per-sample AbsRel and δ<1.25 between a sample's stored depth label (from
   MLP-S) and an independent reference estimator's depth on its image: does the label describe

@@ -160,7 +160,7 @@ class Scorer:
 
     def gap(self, gen: GeneratedSet, floor: GeneratedSet) -> dict[str, float]:
         """dFID and FID of ``gen`` above the floor that ``floor`` (held-out real images, as many
-        as ``gen``) reaches: ``<name>_gap`` and ``<name>_gap_rel`` (= the largest relative
+        as ``gen``) reaches: ``<name>_gap`` and ``<name>_gap_rel`` (= the relative
         reduction possible), each with its CI (:func:`~dag_core.metrics.effect.fid_gap`)."""
         out: dict[str, float] = {}
         for name, attr in _FEATURES.items():
