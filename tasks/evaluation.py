@@ -125,6 +125,16 @@ def scorer(
     )
 
 
+def read_floor(floor: str, n: int, stage: str) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` held-out real pairs of ``floor`` (images, depth labels); a one-line
+    DagError when it holds fewer (FID's bias depends on the count, so the floor needs as many)."""
+    rgb, depth = _images_and_labels(floor, n)
+    if len(rgb) < n:
+        raise DagError(f"{stage} floor {floor} has {len(rgb)} images, fewer than the {n} generated")
+    assert depth is not None
+    return rgb, depth
+
+
 @stage_task
 def compute_dfid(
     synthetic: str,
@@ -151,15 +161,9 @@ def compute_dfid(
     variant score like real images."""
     logger = run_logger()
     _, device = use_runtime(runtime)
-    floor_pairs = _images_and_labels(floor, None) if floor else None
     images = {v: _images_and_labels(Path(synthetic) / v, max_samples) for v in variants}
-    if floor_pairs is not None:
-        for variant, (rgb, _) in images.items():
-            if len(floor_pairs[0]) < len(rgb):
-                raise DagError(
-                    f"dfid floor {floor} has {len(floor_pairs[0])} images, fewer than the "
-                    f"{len(rgb)} of variant '{variant}'"
-                )
+    n_max = max(len(rgb) for rgb, _ in images.values())
+    floor_pairs = read_floor(floor, n_max, "dfid") if floor else None
     score = scorer(real, estimator, extractor, batch_size, n_boot, device)
     sets = {v: score.features(*pairs) for v, pairs in images.items()}
     ref = sets.get(reference_variant) if reference_variant else None

@@ -20,7 +20,7 @@ from dag_core.runtime import use_runtime
 from dag_core.shards import write_manifest
 from dag_core.synthesis import SynthesisSpec, render_shard
 from tasks import run_logger, stage_task
-from tasks.evaluation import _images_and_labels, scorer
+from tasks.evaluation import _images_and_labels, read_floor, scorer
 from tasks.synthesize import cached_models
 
 COLUMNS = (
@@ -73,6 +73,25 @@ def mode_scales(scales: list[float] | dict[str, list[float]], mode: str) -> list
     return sorted({0.0, *(float(w) for w in chosen)})
 
 
+def point_settings(
+    guidance: dict[str, Any],
+    mode: str,
+    window: list[float] | tuple[float, float],
+    w: float,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Guidance settings of one sweep point: the shared ``guidance``, w_dc = w_dp = w, the mode
+    and window, then a remedy's ``overrides`` (``w_dc: 0`` = DPG alone)."""
+    return {
+        **guidance,
+        "w_dc": w,
+        "w_dp": w,
+        "scale_mode": mode,
+        "window": list(window),
+        **(overrides or {}),
+    }
+
+
 def remedy_settings(
     guidance: dict[str, Any],
     modes: list[str],
@@ -80,16 +99,8 @@ def remedy_settings(
     remedy: dict[str, Any],
     w: float,
 ) -> dict[str, Any]:
-    """Guidance settings of one remedy point: the shared ``guidance``, the first mode and window,
-    w_dc = w_dp = w, then the remedy's own overrides (``w_dc: 0`` = DPG alone)."""
-    return {
-        **guidance,
-        "scale_mode": modes[0],
-        "window": list(windows[0]),
-        "w_dc": w,
-        "w_dp": w,
-        **remedy.get("guidance", {}),
-    }
+    """Settings of one remedy point: :func:`point_settings` on the first mode and window."""
+    return point_settings(guidance, modes[0], windows[0], w, remedy.get("guidance"))
 
 
 def check_remedies(
@@ -178,9 +189,7 @@ def guidance_sweep(
     check_sweep(modes, scales, windows, int(spec_kw["num_samples"]))
     check_remedies(remedies, guidance, modes, windows)
     n = int(spec_kw["num_samples"])
-    floor_pairs = _images_and_labels(floor, n) if floor else None
-    if floor_pairs is not None and len(floor_pairs[0]) < n:
-        raise DagError(f"sweep floor {floor} has {len(floor_pairs[0])} images, fewer than {n}")
+    floor_pairs = read_floor(floor, n, "sweep") if floor else None
     rt, device = use_runtime(runtime)
     loaded = cached_models(models["base_model"], models["heads"], models["prior"], rt)
     score = scorer(**evaluation, device=device)
@@ -207,18 +216,9 @@ def guidance_sweep(
                 f"floor_{k}": floor_row[k] for k in ("dfid", "fid", "consistency_abs_rel")
             }
             logger.info("sweep floor (held-out real, n=%d): %s", n, floor_cols)
-        points: list[tuple[str, list[float], Any]] = [
-            (
-                series_name(mode, window),
-                mode_scales(scales, mode),
-                lambda w, mode=mode, window=window: {
-                    **guidance,
-                    "w_dc": w,
-                    "w_dp": w,
-                    "scale_mode": mode,
-                    "window": list(window),
-                },
-            )
+        # (series name, its scales, mode, window, remedy overrides)
+        points: list[tuple[str, list[float], str, list[float], dict[str, Any] | None]] = [
+            (series_name(mode, window), mode_scales(scales, mode), mode, window, None)
             for mode in modes
             for window in windows
         ]
@@ -226,17 +226,20 @@ def guidance_sweep(
             (
                 name,
                 sorted({0.0, *(float(w) for w in remedy["scales"])}),
-                lambda w, remedy=remedy: remedy_settings(guidance, modes, windows, remedy, w),
+                modes[0],
+                windows[0],
+                remedy.get("guidance"),
             )
             for name, remedy in remedies.items()
         ]
-        for name, series_scales, settings_at in points:
+        for name, series_scales, mode, window, overrides in points:
             rows = []
             for w in series_scales:
                 if w == 0:
                     row, diff = base_row, base_diff
                 else:
-                    gen = render(settings_at(w), _variant_name(f"{name}-w{w:g}"), Path(tmp))
+                    settings = point_settings(guidance, mode, window, w, overrides)
+                    gen = render(settings, _variant_name(f"{name}-w{w:g}"), Path(tmp))
                     row, diff = score.summary(gen, base)
                 rows.append({"w": w, **row, **(diff or {}), **floor_cols})
                 logger.info(
