@@ -183,7 +183,8 @@ def fid_gap(
     f = np.asarray(floor, dtype=np.float64)
     if len(f) != len(x):
         raise DagError(f"FID floor needs as many real samples as generated, got {len(f)}, {len(x)}")
-    gen_boots = np.array([_Projected(x, real).fid(i) for i in _resamples(len(x), n_boot, seed)])
+    gen_projected = _Projected(x, real)  # once, not per resample
+    gen_boots = np.array([gen_projected.fid(i) for i in _resamples(len(x), n_boot, seed)])
     floor_projected = _Projected(f, real)
     floor_boots = np.array([floor_projected.fid(i) for i in _resamples(len(f), n_boot, seed + 1)])
     value, floor_value = fid_value(x, real), fid_value(f, real)
