@@ -449,3 +449,28 @@ def test_accuracy_at_head_resolution_measures_the_lever(unet, scheduler) -> None
     assert low[0]["abs_rel"] != full[0]["abs_rel"]
     with pytest.raises(DagError, match="head resolution 64"):
         accuracy_at_head_resolution(unet, scheduler, heads, held, [10], 64)
+
+
+@pytest.mark.parametrize(
+    "path", sorted(p.name for p in (REPO / "profiles").glob("embedded-base*.yaml"))
+)
+def test_embedded_base_model_training_profiles_are_valid(path: str) -> None:
+    """The profiles that trained the shipped base model (its README) still parse: the flow and
+    TrainConfig accept every key, and each stage after the first warm-starts from the shipped
+    weights into its own folder, never into the repository's copy."""
+    import yaml
+
+    from dag_core.backbone import TrainConfig
+    from flows._cli import flow_kwargs
+    from flows.pipeline import STAGES
+    from tasks import config_from_params
+
+    data = yaml.safe_load((REPO / "profiles" / path).read_text())
+    assert set(data) == {"base_model"}
+    group = data["base_model"]
+    flow_kwargs(STAGES["base_model"], group)
+    config = config_from_params(TrainConfig, group["train"], "base")
+    assert group["pretrained"] is None
+    if path != "embedded-base.yaml":
+        assert config.init_from == "dag_core/embedded/world-ddpm-32"
+        assert not group["out_dir"].startswith("dag_core/")
