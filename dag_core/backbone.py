@@ -397,17 +397,28 @@ def train_base_model(
 
 @torch.no_grad()
 def sample_images(
-    model: BaseModel, n: int, *, steps: int = 50, seed: int = 0, batch_size: int = 16
+    model: BaseModel,
+    n: int,
+    *,
+    steps: int = 50,
+    seed: int = 0,
+    batch_size: int = 16,
+    sampler: str = "ddim",
 ) -> torch.Tensor:
-    """``n`` DDIM samples (η = 0, ``steps`` steps) from the base model as uint8 (n, H, W, 3).
+    """``n`` unguided samples from the base model as uint8 (n, H, W, 3), ``steps`` steps of
+    DDIM (η = 0, ``sampler="ddim"``) or ancestral DDPM (``"ddpm"``: x_{t−1} ~ N(μ_θ, Σ_t)).
 
-    Sample ``i`` starts from its own seeded noise, so results do not depend on ``batch_size``.
+    Sample ``i`` draws its starting noise and every DDPM step's noise from its own seeded
+    generator, so results do not depend on ``batch_size``.
     """
     if n < 1 or steps < 1 or batch_size < 1:
         raise DagError(
             f"sample_images needs n, steps, batch_size >= 1, got {n}, {steps}, {batch_size}"
         )
-    scheduler = DDIMScheduler.from_config(model.scheduler.config)
+    schedulers = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler}
+    if sampler not in schedulers:
+        raise DagError(f"unknown sampler '{sampler}'; expected ddim or ddpm")
+    scheduler = schedulers[sampler].from_config(model.scheduler.config)
     scheduler.set_timesteps(steps)
     device = next(model.unet.parameters()).device
     shape = (model.in_channels, model.resolution, model.resolution)
@@ -417,7 +428,7 @@ def sample_images(
         gens = [torch.Generator().manual_seed(seed * 100_003 + first + j) for j in range(count)]
         x = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
         for t in scheduler.timesteps:
-            x = scheduler.step(model.unet(x, t).sample, t, x).prev_sample
+            x = scheduler.step(model.unet(x, t).sample, t, x, generator=gens).prev_sample
         images = ((x[:, :3].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         out.append(images.permute(0, 2, 3, 1).cpu())
     return torch.cat(out)

@@ -156,6 +156,17 @@ def test_sample_images_shape_dtype_determinism(trained):
     assert not torch.equal(a[0], a[1])
 
 
+def test_sample_images_ancestral_ddpm(trained):
+    """DDPM draws per-sample step noise: batch-independent, seed-dependent, not DDIM's images."""
+    model = load_base_model(trained)
+    a = sample_images(model, 3, steps=3, seed=5, batch_size=2, sampler="ddpm")
+    assert a.shape == (3, 32, 32, 3) and a.dtype == torch.uint8
+    assert torch.equal(a, sample_images(model, 3, steps=3, seed=5, batch_size=3, sampler="ddpm"))
+    assert not torch.equal(a, sample_images(model, 3, steps=3, seed=5, batch_size=2))
+    with pytest.raises(DagError, match="unknown sampler 'euler'"):
+        sample_images(model, 1, steps=1, sampler="euler")
+
+
 def test_save_grid(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (5, 8, 6, 3), dtype=np.uint8)
     path = save_grid(torch.from_numpy(images), tmp_path / "sub" / "grid.png", nrow=2)
