@@ -23,13 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.training_utils import EMAModel
 from PIL import Image
 
 from dag_core.errors import DagError
+from dag_core.sampling import make_scheduler
 from dag_core.unet_configs import CHURCH_256_SCHEDULER, church_like_config
 
 #: Written by stage ``base_model`` when a pretrained model is pinned instead of trained.
@@ -415,11 +416,7 @@ def sample_images(
         raise DagError(
             f"sample_images needs n, steps, batch_size >= 1, got {n}, {steps}, {batch_size}"
         )
-    schedulers = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler}
-    if sampler not in schedulers:
-        raise DagError(f"unknown sampler '{sampler}'; expected ddim or ddpm")
-    scheduler = schedulers[sampler].from_config(model.scheduler.config)
-    scheduler.set_timesteps(steps)
+    scheduler = make_scheduler(model.scheduler, sampler, steps)
     device = next(model.unet.parameters()).device
     shape = (model.in_channels, model.resolution, model.resolution)
     out = []
