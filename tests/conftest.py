@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,13 @@ import pytest
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # Idle OpenMP threads sleep instead of spinning (the tests run servers and workers beside torch).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# A suite started as a background job of a non-interactive shell (`.ci/run &`) inherits SIGINT
+# ignored; Python then keeps SIG_IGN, every command the tests start inherits it, and
+# `prefect worker start` (stopped with SIGINT, as Ctrl-C stops it) would ignore its stop signal
+# and hang the test. Restore the default handler: the tests stop commands as a user does.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 NYU_TEST50_ENV = "DAG_NYU_TEST50"
 NYU_TEST50_DEFAULT = Path(__file__).resolve().parents[2] / "shared/data/nyu2_test50"
