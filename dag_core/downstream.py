@@ -417,11 +417,13 @@ def paired_comparison(
     seed: int = 0,
 ) -> dict[str, dict[str, Any]]:
     """Each training set's per-image metrics against ``reference``'s on the SAME test images:
-    the mean difference (set − reference) with a bootstrap 95 % CI over test images and a verdict
-    (``lower`` / ``higher`` / ``no difference``, :func:`dag_core.metrics.effect.verdict`).
+    the mean difference (set − reference) with a bootstrap 95 % CI and a verdict (``lower`` /
+    ``higher`` / ``no difference``, :func:`dag_core.metrics.effect.verdict`).
 
-    The CI covers the choice of test images, not the training run: one net per set was trained,
-    so a difference can still be seed noise of that one run.
+    Metric arrays are (N,) for one net per set, or (R, N) for R training runs per set (run r of
+    every set shares its seed, so runs are paired too). With one run the CI covers only the
+    choice of test images, and a difference can still be seed noise of that run; with R ≥ 2 it
+    resamples runs and images (:func:`dag_core.metrics.effect.mean_bootstrap`).
     """
     from dag_core.metrics.effect import mean_bootstrap, verdict  # torch-fidelity on first use
 

@@ -3,7 +3,10 @@
 One depth network per training set — the labelled pairs, the unguided synthetic set and the DAG
 set — with the same budget, read through the shard reader; each is tested on the held-out
 procedural split and, when ``nyu_path`` is set, on NYU-Depth v2 (official .mat + splits, or the
-DenseDepth ``nyu2_test`` layout) with the Eigen crop.
+DenseDepth ``nyu2_test`` layout) with the Eigen crop. ``runs`` > 1 trains every set that many
+times (seeds ``config.seed`` + 0 … runs − 1, the same seeds for every set), so the paired
+difference's CI covers training noise as well as the test images. Nets are saved in
+``{models_dir}/{set}/seed-{seed}``.
 """
 
 from __future__ import annotations
@@ -31,13 +34,16 @@ def downstream(
     runtime: dict[str, Any] | None = None,
     paired_reference: str | None = "unguided",
     n_boot: int = 1000,
+    runs: int = 1,
 ) -> str:
     """Train one depth net per entry of ``train_sets`` (name → shard dir) and evaluate them all;
     every other set is compared with ``paired_reference`` on the same test images (bootstrap CI
-    over images, ``n_boot`` resamples)."""
+    over images — and, with ``runs`` > 1, over training runs — ``n_boot`` resamples)."""
     runtime = check_runtime(runtime)
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 10:
         raise DagError(f"downstream n_boot must be an int >= 10, got {n_boot!r}")
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+        raise DagError(f"downstream runs must be an int >= 1, got {runs!r}")
     sets = train_sets or {
         "labelled": "data/labelled/train",
         "unguided": "data/synthetic/unguided",
@@ -48,10 +54,22 @@ def downstream(
             f"downstream paired_reference {paired_reference!r} is not one of the train_sets "
             f"({', '.join(sets)})"
         )
+    config = dict(config or {})
+    first = config.get("seed", 0)
+    if isinstance(first, bool) or not isinstance(first, int):
+        raise DagError(f"downstream config.seed must be an int, got {first!r}")
+    seeds = [first + r for r in range(runs)]
     models = {
-        name: fit_depth_net(
-            [path], f"{models_dir}/{name}", dict(config or {}), dict(norm or {}), runtime
-        )
+        name: [
+            fit_depth_net(
+                [path],
+                f"{models_dir}/{name}/seed-{seed}",
+                {**config, "seed": seed},
+                dict(norm or {}),
+                runtime,
+            )
+            for seed in seeds
+        ]
         for name, path in sets.items()
     }
     return evaluate_depth_nets(

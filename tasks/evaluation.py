@@ -210,7 +210,7 @@ def _world_test_pairs(directory: str) -> list[tuple[np.ndarray, np.ndarray]]:
 
 @stage_task
 def evaluate_depth_nets(
-    models: dict[str, str],
+    models: dict[str, str] | dict[str, list[str]],
     world_test: str,
     nyu_path: str | None,
     nyu_median_scaling: bool,
@@ -222,42 +222,86 @@ def evaluate_depth_nets(
 ) -> str:
     """Evaluate each trained depth net on the procedural test split and, if given, NYU-Depth v2;
     with ``reference`` (a training-set name) add each other set's paired difference against it
-    on the same test images, with bootstrap CIs (``paired``)."""
+    on the same test images, with bootstrap CIs (``paired``).
+
+    ``models`` maps a training set to one net directory or to R of them (R training runs, run r
+    of every set with the same seed): a set's metrics are then the means over its runs, with
+    ``runs`` and the run-to-run standard deviation of AbsRel and δ<1.25 beside them, and the
+    paired CI resamples runs as well as test images."""
     logger = run_logger()
     _, device = use_runtime(runtime)
+    runs = {name: [dirs] if isinstance(dirs, str) else list(dirs) for name, dirs in models.items()}
+    counts = {len(dirs) for dirs in runs.values()}
+    if len(counts) != 1 or 0 in counts:
+        raise DagError(f"every training set needs the same number (>= 1) of nets, got {runs}")
+    n_runs = counts.pop()
     splits: dict[str, tuple[Any, dict[str, Any]]] = {"world": (_world_test_pairs(world_test), {})}
     if nyu_path:
         nyu_kw = {"eigen_crop": True, "median_scaling": nyu_median_scaling}
         splits["nyu"] = (open_nyu(nyu_path), nyu_kw)
     per_image: dict[str, dict[str, Any]] = {split: {} for split in splits}
     results: dict[str, Any] = {split: {} for split in splits}
-    for name, model_dir in models.items():
-        model, cfg, norm = load_depth_net(model_dir)
-        model.to(device)
-        for split, (pairs, kw) in splits.items():
-            acc = evaluate_per_image(model, pairs, norm, cfg.resolution, **kw)
-            results[split][name] = acc.compute()
-            per_image[split][name] = acc.per_image()
+    for name, dirs in runs.items():
+        run_means: dict[str, list[dict[str, float]]] = {split: [] for split in splits}
+        run_rows: dict[str, list[dict[str, np.ndarray]]] = {split: [] for split in splits}
+        for model_dir in dirs:
+            model, cfg, norm = load_depth_net(model_dir)
+            model.to(device)
+            for split, (pairs, kw) in splits.items():
+                acc = evaluate_per_image(model, pairs, norm, cfg.resolution, **kw)
+                run_means[split].append(acc.compute())
+                run_rows[split].append(acc.per_image())
+        for split in splits:
+            results[split][name] = _mean_over_runs(run_means[split])
+            rows = run_rows[split]
+            per_image[split][name] = (
+                rows[0] if n_runs == 1 else {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+            )
         logger.info("%s: %s", name, {split: results[split][name] for split in splits})
     tables = [f"### {split}\n\n{markdown_table(rows)}" for split, rows in results.items()]
     if reference is not None and reference in models and len(models) > 1:
         paired = {
             split: paired_comparison(per_image[split], reference, n_boot=n_boot) for split in splits
         }
-        results["paired"] = {"reference": reference, "n_boot": n_boot, "confidence": CONFIDENCE}
+        results["paired"] = {
+            "reference": reference,
+            "n_boot": n_boot,
+            "confidence": CONFIDENCE,
+            "runs": n_runs,
+        }
         results["paired"].update(paired)
-        tables.append(_paired_table(paired, reference))
+        tables.append(_paired_table(paired, reference, n_runs))
     Path(metrics_file).parent.mkdir(parents=True, exist_ok=True)
     Path(metrics_file).write_text(json.dumps(results, indent=2) + "\n")
     Path(table_file).write_text("\n\n".join(tables) + "\n")
     return metrics_file
 
 
-def _paired_table(paired: dict[str, dict[str, dict[str, Any]]], reference: str) -> str:
+def _mean_over_runs(means: list[dict[str, float]]) -> dict[str, float]:
+    """One set's metrics over its training runs: the means (``count`` stays the image count),
+    plus ``runs`` and, for several runs, the run-to-run SD of the paired metrics."""
+    if len(means) == 1:
+        return means[0]
+    out = {k: float(np.mean([m[k] for m in means])) for k in means[0] if k != "count"}
+    out["count"] = means[0]["count"]
+    out["runs"] = len(means)
+    for metric in PAIRED_METRICS:
+        out[f"{metric}_run_sd"] = float(np.std([m[metric] for m in means], ddof=1))
+    return out
+
+
+def _paired_table(
+    paired: dict[str, dict[str, dict[str, Any]]], reference: str, runs: int = 1
+) -> str:
     """Markdown: each set − ``reference`` per split, AbsRel and δ<1.25 with 95 % CIs."""
+    scope = (
+        "one training run per set: the CI covers test images only"
+        if runs == 1
+        else f"{runs} training runs per set (seeds paired): the CI resamples runs and test images"
+    )
     lines = [
         f"### paired difference vs {reference} (same test images, 95 % bootstrap CI; "
-        "one training run per set; AbsRel: lower is better, δ<1.25: higher is better)",
+        f"{scope}; AbsRel: lower is better, δ<1.25: higher is better)",
         "",
         "| split | training set | AbsRel diff | δ<1.25 diff |",
         "|---|---|---|---|",

@@ -153,6 +153,8 @@ def _cases(p: Path) -> list[tuple[str, dict[str, Any] | None, list[str], str]]:
         ),
         ("downstream", good_downstream, ["paired_reference=nope"], "nope"),
         ("downstream", good_downstream, ["n_boot=3"], "n_boot"),
+        ("downstream", good_downstream, ["runs=0"], "runs"),
+        ("downstream", good_downstream, ["config={seed: x}"], "'x'"),
         (
             "downstream",
             {

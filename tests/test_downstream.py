@@ -235,6 +235,24 @@ def test_paired_comparison_verdicts() -> None:
         paired_comparison(per_image, "labelled")
 
 
+def test_paired_comparison_over_training_runs() -> None:
+    """(runs, images) arrays: a set that is better only in one of three runs is no difference,
+    though pooling the runs' images as if they were one run would call it lower."""
+    rng = np.random.default_rng(2)
+    base = rng.uniform(0.2, 0.4, (3, 80))
+    lucky = base.copy()
+    lucky[0] -= 0.06
+    per_image = {
+        "unguided": {"abs_rel": base, "delta1": 1 - base},
+        "lucky": {"abs_rel": lucky + rng.normal(0, 1e-3, (3, 80)), "delta1": 1 - lucky},
+    }
+    row = paired_comparison(per_image, "unguided", n_boot=1000)["lucky"]
+    assert row["abs_rel_diff"] == pytest.approx(-0.02, abs=1e-3)
+    assert row["abs_rel_verdict"] == "no difference"
+    flat = {k: {m: v.ravel() for m, v in d.items()} for k, d in per_image.items()}
+    assert paired_comparison(flat, "unguided", n_boot=1000)["lucky"]["abs_rel_verdict"] == "lower"
+
+
 def test_markdown_table() -> None:
     results = {
         "labelled": {"abs_rel": 0.31234, "rmse": 1.2, "delta1": 0.5, "count": 654},

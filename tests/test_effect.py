@@ -85,6 +85,24 @@ def test_mean_bootstrap_and_verdicts() -> None:
         mean_bootstrap(a, n_boot=3)
 
 
+def test_mean_bootstrap_over_runs_and_samples() -> None:
+    """(runs, N) values: one run is the 1-D bootstrap; a run-to-run offset widens the CI beyond
+    the sample-only CI of the same pooled values, and the point estimate stays the grand mean."""
+    rng = np.random.default_rng(1)
+    a = rng.normal(0.1, 1.0, size=300)
+    one = mean_bootstrap(a[None], n_boot=300, seed=4)
+    assert one == mean_bootstrap(a, n_boot=300, seed=4)
+    runs = rng.normal(0.0, 1.0, size=(4, 300)) + np.array([[-0.6], [0.5], [0.9], [-0.4]])
+    crossed = mean_bootstrap(runs, n_boot=1000)
+    pooled = mean_bootstrap(runs.ravel(), n_boot=1000)
+    assert crossed.value == pytest.approx(runs.mean()) == pytest.approx(pooled.value)
+    assert crossed.hi - crossed.lo > 3 * (pooled.hi - pooled.lo)
+    paired = mean_bootstrap(runs - 0.2, paired_with=runs, n_boot=200)
+    assert paired.value == pytest.approx(-0.2) and paired.lo == pytest.approx(-0.2)
+    with pytest.raises(DagError, match=r"\(runs, N\)"):
+        mean_bootstrap(np.zeros((2, 3, 4)), n_boot=50)
+
+
 def test_consistency_hand_computed() -> None:
     labels = np.array([[[1.0, 2.0]], [[3.0, 3.0]]])
     estimates = np.array([[[1.0, 4.0]], [[2.0, 3.0]]])

@@ -82,7 +82,11 @@ def test_dvc_repro_smoke_profile(tmp_path: Path, api: str, nyu_test50_dir: Path)
         assert row["abs_rel_diff"] == pytest.approx(
             down[split]["dag"]["abs_rel"] - down[split]["unguided"]["abs_rel"]
         )
-    assert "paired difference vs unguided" in (project / "metrics/downstream.md").read_text()
+    assert "2 training runs per set" in (project / "metrics/downstream.md").read_text()
+    assert down["paired"]["runs"] == 2 and down["world"]["dag"]["runs"] == 2
+    assert down["world"]["dag"]["abs_rel_run_sd"] >= 0
+    nets = [project / f"models/downstream/dag/seed-{s}/depth_net.safetensors" for s in (0, 1)]
+    assert nets[0].read_bytes() != nets[1].read_bytes()  # two training runs, two seeds
     assert (project / "reports/synthesis/samples.png").stat().st_size > 1000
     assert (project / "plots/probe/probes.png").is_file()
     for variant in ("unguided", "dag"):

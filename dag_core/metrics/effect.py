@@ -18,7 +18,8 @@ noise). Everything here resamples the GENERATED samples with replacement (the re
   far from 0). gap / FID is the relative reduction that would make the set score like real
   images (a set can land below the floor only by noise, within its CI); the CI resamples both
   sets independently (they share nothing).
-* :func:`mean_bootstrap` — mean and CI of per-sample values, or of paired per-sample differences.
+* :func:`mean_bootstrap` — mean and CI of per-sample values, or of paired per-sample differences
+  (over samples, or over training runs × samples).
 * :func:`consistency` — per-sample AbsRel and δ<1.25 between a sample's stored depth label (from
   MLP-S) and an independent reference estimator's depth on its image: does the label describe
   the image?
@@ -203,15 +204,34 @@ def mean_bootstrap(
     seed: int = 0,
     confidence: float = CONFIDENCE,
 ) -> Interval:
-    """Mean of per-sample ``values`` (or of ``values − paired_with``) with a bootstrap CI."""
+    """Mean of per-sample ``values`` (or of ``values − paired_with``) with a bootstrap CI.
+
+    1-D values (N samples): the samples are resampled. 2-D values (R runs × N samples, e.g. R
+    training seeds of a net scored on the same N test images): a crossed two-way bootstrap that
+    resamples runs and samples independently (the mean of ``v[runs*][:, samples*]``), so the CI
+    covers run-to-run noise as well as the choice of samples. With few runs that CI is still
+    somewhat too narrow (a bootstrap over R runs has variance ∝ (R − 1)/R); one run (R = 1)
+    gives the 1-D interval.
+    """
     v = np.asarray(values, dtype=np.float64)
     if paired_with is not None:
         ref = np.asarray(paired_with, dtype=np.float64)
         if ref.shape != v.shape:
             raise DagError(f"paired values need equal shapes, got {v.shape} and {ref.shape}")
         v = v - ref
-    idx = _resamples(len(v), n_boot, seed)
-    lo, hi = _percentiles(v[idx].mean(axis=1), confidence)
+    if v.ndim == 2 and len(v) == 1:
+        v = v[0]
+    if v.ndim == 1:
+        idx = _resamples(len(v), n_boot, seed)
+        lo, hi = _percentiles(v[idx].mean(axis=1), confidence)
+        return Interval(float(v.mean()), lo, hi)
+    if v.ndim != 2 or len(v) < 2:
+        raise DagError(f"bootstrap values must be (N,) or (runs, N), got shape {v.shape}")
+    rng = np.random.default_rng(seed)
+    runs = rng.integers(0, v.shape[0], size=(n_boot, v.shape[0]))
+    cols = _resamples(v.shape[1], n_boot, int(rng.integers(2**31)))
+    boots = v[runs[:, :, None], cols[:, None, :]].mean(axis=(1, 2))
+    lo, hi = _percentiles(boots, confidence)
     return Interval(float(v.mean()), lo, hi)
 
 
