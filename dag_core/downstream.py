@@ -110,6 +110,8 @@ class DownstreamConfig:
             raise DagError(f"lr must be > 0, got {self.lr}")
         if self.loss not in LOSSES:
             raise DagError(f"unknown loss {self.loss!r}; expected one of {', '.join(LOSSES)}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise DagError(f"seed must be an int, got {self.seed!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

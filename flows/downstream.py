@@ -17,7 +17,7 @@ from prefect import flow
 
 from dag_core.errors import DagError
 from flows._cli import check_runtime, run_stage
-from tasks.evaluation import evaluate_depth_nets, fit_depth_net
+from tasks.evaluation import downstream_config, evaluate_depth_nets, fit_depth_net
 
 
 @flow(name="downstream", persist_result=False)
@@ -55,9 +55,7 @@ def downstream(
             f"({', '.join(sets)})"
         )
     config = dict(config or {})
-    first = config.get("seed", 0)
-    if isinstance(first, bool) or not isinstance(first, int):
-        raise DagError(f"downstream config.seed must be an int, got {first!r}")
+    first = downstream_config(config).seed  # the whole config is checked before any net trains
     seeds = [first + r for r in range(runs)]
     models = {
         name: [
