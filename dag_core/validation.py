@@ -138,6 +138,10 @@ def param_error(
     key, value = _locate(data, first["loc"], first["type"] == "missing")
     if value is _ABSENT:
         return DagError(f"{prefix}{key}: missing (every {noun} must be given)")
+    inner = (first.get("ctx") or {}).get("error")
+    if isinstance(inner, ParamError):  # a validator that names a place inside the value
+        sub = inner.key if inner.key.startswith("[") else f".{inner.key}"
+        return ParamError(prefix + key + sub, inner.value, inner.reason)
     return ParamError(prefix + key, value, _reason(first))
 
 
