@@ -108,10 +108,12 @@ def _same_bytes(a: Path, b: Path, variants: tuple[str, ...] = ("unguided", "dag"
         assert _digest(a / variant) == _digest(b / variant), variant
 
 
-def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    cmd: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT
+) -> subprocess.Popen[bytes]:
     with open(log, "wb") as f:
         return subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
         )
 
 
@@ -232,6 +234,7 @@ def test_dvc_work_pool_and_served_runs_write_the_same_bytes(tmp_path: Path, api:
         [*prefect, "worker", "start", "--pool", "dag", "--name", "pytest-worker"],
         worker_env,
         tmp_path / "worker.log",
+        cwd=project,
     )
     seen: set[int] = set()
     try:
@@ -265,6 +268,7 @@ def test_dvc_work_pool_and_served_runs_write_the_same_bytes(tmp_path: Path, api:
          "out_dir=data/synthetic-served"],
         {**env, "PYTHONUNBUFFERED": "1"},
         served_log,
+        cwd=project,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 300
