@@ -159,14 +159,19 @@ def _parser(section: str, doc: str | None = None) -> argparse.ArgumentParser:
 
 
 def stage_params(
-    section: str, params_file: str, overrides: list[str], *, mark: bool = False
+    section: str,
+    params_file: str,
+    overrides: list[str],
+    *,
+    files: bool = True,
+    mark: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The group a command line asks for (params file, then overrides) and its checked,
     resolved form (:func:`flows.schema.validate_stage`)."""
     from flows.schema import validate_stage
 
     group = apply_overrides(load_group(params_file, section), overrides)
-    return group, validate_stage(section, group, mark=mark)
+    return group, validate_stage(section, group, files=files, mark=mark)
 
 
 def _start(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
@@ -198,12 +203,16 @@ def main(section: str, argv: list[str] | None = None) -> NoReturn:
     it. Called by each stage module before its own imports, so bad input is reported before
     Prefect or torch load."""
     args = _parser(section).parse_args(sys.argv[1:] if argv is None else argv)
+    # A served deployment's runs bring their own parameters: its inputs are checked per run.
+    serving = args.serve is not None
     group, kwargs = run_cli(
-        lambda: stage_params(section, args.params, args.overrides, mark=not args.serve),
+        lambda: stage_params(
+            section, args.params, args.overrides, files=not serving, mark=not serving
+        ),
         prefect=False,
     )
     fn = getattr(importlib.import_module(f"flows.{section}"), section)
-    if args.serve:
+    if serving:
         run_cli(lambda: serve(fn, args.serve, group, section))
     else:
         run_cli(lambda: _start(fn, kwargs))
