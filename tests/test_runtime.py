@@ -102,17 +102,18 @@ def test_bf16_autocast_on_cpu() -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
 def test_stage_cli_cuda_without_gpu_one_error_line(tmp_path: Path) -> None:
     """A stage asked for CUDA on a CPU machine: exactly one ``error:`` line, exit 2, nothing
-    written."""
-    out = tmp_path / "prior"
+    written (``reference`` reads no inputs, so the device is what its run stops at)."""
+    out = tmp_path / "reference"
     proc = subprocess.run(
         [
             sys.executable,
             "-m",
-            "flows.train_prior",
+            "flows.reference",
             "--params",
             str(REPO / "params.yaml"),
-            f"out_dir={out}",
-            "runtime={device: cuda}",
+            f"out_dir={out}/net",
+            f"data_dir={out}/data",
+            "runtime.device=cuda",
         ],
         cwd=REPO,
         capture_output=True,
