@@ -75,6 +75,8 @@ def _reason(error: Mapping[str, Any]) -> str:
         return f"must be {op} {_number(ctx[name])}"
     if kind == "literal_error":
         return "expected one of " + str(ctx.get("expected", "")).replace(" or ", ", ")
+    if kind == "multiple_of":
+        return f"must be a multiple of {_number(ctx.get('multiple_of'))}"
     if kind == "too_short":
         return f"needs at least {ctx.get('min_length')} item(s)"
     if kind == "too_long":

@@ -29,6 +29,11 @@ from flows.schema.checks import check_floor, synthetic_variants
 
 
 class DfidParams(StageParams):
+    """The params of stage ``dfid``: dFID, FID and consistency of the synthetic variants.
+
+    One field per parameter of :func:`flows.dfid.dfid` (described in params.yaml).
+    """
+
     stage = "dfid"
 
     runtime: Runtime
@@ -81,6 +86,11 @@ class DfidParams(StageParams):
 
 
 class DownstreamParams(StageParams):
+    """The params of stage ``downstream``: the downstream depth networks.
+
+    One field per parameter of :func:`flows.downstream.downstream` (described in params.yaml).
+    """
+
     stage = "downstream"
 
     runtime: Runtime

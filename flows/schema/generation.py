@@ -61,7 +61,9 @@ def _scales(value: Any) -> Any:
 
 
 class SynthesizeParams(StageParams):
-    """``metrics_file`` and ``report_dir`` follow ``out_dir`` (:meth:`resolve`)."""
+    """The params of stage ``synthesize``, guided synthesis (:func:`flows.synthesize.synthesize`;
+    each parameter is described in params.yaml). ``metrics_file`` and ``report_dir`` follow
+    ``out_dir`` (:meth:`resolve`)."""
 
     stage = "synthesize"
 
@@ -126,6 +128,11 @@ class SynthesizeParams(StageParams):
 
 
 class SweepParams(StageParams):
+    """The params of stage ``sweep``: the guidance sweep.
+
+    One field per parameter of :func:`flows.sweep.sweep` (described in params.yaml).
+    """
+
     stage = "sweep"
 
     runtime: Runtime

@@ -37,6 +37,11 @@ Timesteps = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
 
 
 class BaseModelParams(StageParams):
+    """The params of stage ``base_model``: the frozen base model.
+
+    One field per parameter of :func:`flows.base_model.base_model` (described in params.yaml).
+    """
+
     stage = "base_model"
 
     runtime: Runtime
@@ -47,6 +52,11 @@ class BaseModelParams(StageParams):
 
 
 class LabelSubsetParams(StageParams):
+    """The params of stage ``label_subset``: the labelled subset.
+
+    One field per parameter of :func:`flows.label_subset.label_subset` (described in params.yaml).
+    """
+
     stage = "label_subset"
 
     runtime: Runtime
@@ -80,6 +90,11 @@ class LabelSubsetParams(StageParams):
 
 
 class TrainHeadsParams(StageParams):
+    """The params of stage ``train_heads``: the depth heads MLP-S / MLP-W.
+
+    One field per parameter of :func:`flows.train_heads.train_heads` (described in params.yaml).
+    """
+
     stage = "train_heads"
 
     runtime: Runtime
@@ -104,6 +119,11 @@ class TrainHeadsParams(StageParams):
 
 
 class ProbeHeadsParams(StageParams):
+    """The params of stage ``probe_heads``: the per-layer depth probes.
+
+    One field per parameter of :func:`flows.probe_heads.probe_heads` (described in params.yaml).
+    """
+
     stage = "probe_heads"
 
     runtime: Runtime
@@ -131,6 +151,11 @@ class ProbeHeadsParams(StageParams):
 
 
 class TrainPriorParams(StageParams):
+    """The params of stage ``train_prior``: the depth prior.
+
+    One field per parameter of :func:`flows.train_prior.train_prior` (described in params.yaml).
+    """
+
     stage = "train_prior"
 
     runtime: Runtime
@@ -153,6 +178,11 @@ class TrainPriorParams(StageParams):
 
 
 class ReferenceParams(StageParams):
+    """The params of stage ``reference``: the reference sets and estimator.
+
+    One field per parameter of :func:`flows.reference.reference` (described in params.yaml).
+    """
+
     stage = "reference"
 
     runtime: Runtime
