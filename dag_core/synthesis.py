@@ -172,14 +172,31 @@ def render_shard(
 
 
 def spec_matches(directory: str | Path, record: dict[str, Any]) -> bool:
-    """Whether ``directory`` holds shards of exactly this variant spec (safe to resume into)."""
+    """Whether ``directory`` holds shards of exactly this variant spec (safe to resume into).
+
+    Variants compare by their effective guidance (every :class:`GuidanceConfig` field, defaults
+    filled in), so a spec written from a partial ``guidance`` group matches the same settings
+    written out in full: the shards would be byte-identical (each row records the full config).
+    """
     path = Path(directory) / SPEC_NAME
     if not path.is_file():
         return False
     try:
-        return json.loads(path.read_text()) == json.loads(json.dumps(record))
+        stored = json.loads(path.read_text())
     except json.JSONDecodeError:
         return False
+    return _effective(stored) == _effective(json.loads(json.dumps(record)))
+
+
+def _effective(record: Any) -> Any:
+    """A spec record with each variant's settings replaced by its full guidance config."""
+    if not isinstance(record, dict) or not isinstance(record.get("variants"), dict):
+        return record
+    try:
+        variants = {n: asdict(guidance_config(n, s)) for n, s in record["variants"].items()}
+    except DagError:
+        return record
+    return {**record, "variants": variants}
 
 
 def spec_digest(record: dict[str, Any]) -> str:

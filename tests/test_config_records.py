@@ -137,3 +137,20 @@ RECORDS = {
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_record_is_byte_identical_to_before(name: str) -> None:
     assert RECORDS[name]() == EXPECTED[name]
+
+
+def test_a_spec_written_from_a_partial_guidance_group_still_matches(tmp_path: Path) -> None:
+    """Datasets rendered before params.yaml listed every guidance field resume as the same spec:
+    their effective settings, and so their shard bytes, are the same."""
+    from dag_core.synthesis import SPEC_NAME, spec_matches
+
+    (tmp_path / SPEC_NAME).write_text(EXPECTED["spec_variant_dag"])  # main's record
+    complete = {**GuidanceConfig().to_dict(), **PIPELINE}  # every field given
+    spec = _spec()
+    full = SynthesisSpec(**{**spec.__dict__, "variants": {"dag": complete}})
+    assert full.variant_spec("dag") != json.loads(EXPECTED["spec_variant_dag"])
+    assert spec_matches(tmp_path, full.variant_spec("dag"))
+    other = SynthesisSpec(**{**spec.__dict__, "variants": {"dag": {**complete, "w_dc": 0.4}}})
+    assert not spec_matches(tmp_path, other.variant_spec("dag"))
+    steps = SynthesisSpec(**{**full.__dict__, "steps": 21})
+    assert not spec_matches(tmp_path, steps.variant_spec("dag"))
