@@ -211,7 +211,9 @@ def main(section: str, argv: list[str] | None = None) -> NoReturn:
         ),
         prefect=False,
     )
-    fn = getattr(importlib.import_module(f"flows.{section}"), section)
+    fn = run_cli(
+        lambda: getattr(importlib.import_module(f"flows.{section}"), section), prefect=False
+    )
     if serving:
         run_cli(lambda: serve(fn, args.serve, group, section))
     else:
