@@ -11,7 +11,12 @@ inside ``if TYPE_CHECKING`` blocks: all are counted, the same way everywhere) an
 from __future__ import annotations
 
 import ast
+import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -218,3 +223,109 @@ def test_closure_resolves_imports(tmp_path: Path) -> None:
     (tmp_path / "tasks/other.py").write_text("def g():\n    from dag_core.moved import h\n")
     with pytest.raises(AssertionError, match=r"tasks/other.py imports dag_core.moved"):
         import_closure(tmp_path, "flows.run")
+
+
+def _copy_project(dst: Path) -> Path:
+    """The project's source files (tracked + new, not ignored; no dvc.lock) in a fresh git repo,
+    with the smoke profile as params.yaml."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    for rel in listed:
+        if (ROOT / rel).is_file() and rel != "dvc.lock":
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dst / rel)
+    shutil.copy2(ROOT / "profiles" / "smoke.yaml", dst / "params.yaml")
+    subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
+    return dst
+
+
+def _placeholder_data(project: Path) -> None:
+    """Stand-ins for every templated data dep and output that does not exist yet (a folder with
+    one file), so that ``dvc commit`` can record a lock without running any stage."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+
+    def value(match: re.Match[str]) -> str:
+        node: Any = params
+        for key in match.group(0)[2:-1].split("."):
+            node = node[key]
+        return str(node)
+
+    for spec in load_stages(project).values():
+        for kind in ("deps", "outs", "metrics", "plots"):
+            for entry in spec.get(kind) or []:
+                text = str(next(iter(entry)) if isinstance(entry, Mapping) else entry)
+                path = project / TEMPLATE.sub(value, text)
+                if TEMPLATE.search(text) and not path.exists():
+                    path.mkdir(parents=True)
+                    (path / "placeholder").write_text(text)
+
+
+def _stage_name(key: str) -> str:
+    return key.rpartition(":")[2]  # "dvc.yaml:synthesize" in some dvc versions, else "synthesize"
+
+
+@pytest.mark.slow
+def test_editing_the_guided_update_reruns_its_stages(tmp_path: Path) -> None:
+    """The real ``dvc status`` on a copy of the project whose lock ``dvc commit`` recorded over
+    placeholder data (no stage runs): after an edit of ``dag_core/strength.py`` (an edit, not a
+    bare ``touch``: DVC compares content hashes) it reports every stage that imports it,
+    ``synthesize`` and ``sweep`` included, and nothing else. The stages fed by synthesize's
+    shards (dfid, downstream) follow once synthesize has rerun and its output changed."""
+    project = _copy_project(tmp_path / "project")
+    _placeholder_data(project)
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(tmp_path / "site")}
+
+    def dvc(*args: str) -> str:
+        run = subprocess.run(
+            [sys.executable, "-m", "dvc", *args],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert run.returncode == 0, (
+            f"dvc {' '.join(args)}: {run.stdout[-2000:]}{run.stderr[-2000:]}"
+        )
+        return run.stdout
+
+    def changed() -> dict[str, set[str]]:
+        """Stage → the deps ``dvc status`` reports changed."""
+        status = json.loads(dvc("status", "--json") or "{}")
+        return {
+            _stage_name(stage): {
+                p for item in items if isinstance(item, dict) for p in item.get("changed deps", {})
+            }
+            for stage, items in status.items()
+        }
+
+    dvc("commit", "--force")
+    assert changed() == {}  # the recorded lock matches the copy: everything up to date
+
+    with (project / "dag_core/strength.py").open("a") as f:
+        f.write("# an edit of the guided update\n")
+    importers = {
+        stage
+        for stage, spec in load_stages(project).items()
+        if project / "dag_core/strength.py" in import_closure(project, stage_entry(stage, spec))
+    }
+    assert {"synthesize", "sweep"} <= importers
+    status = changed()
+    assert "synthesize" in status, (
+        f"an edit of the guided update does not rerun synthesize: {status}"
+    )
+    assert status == {stage: {"dag_core/strength.py"} for stage in importers}
+
+    # synthesize reruns and writes new shards (simulated: one new file, then the bookkeeping
+    # `dvc repro` does after the command): the stages reading them are now out of date too.
+    synthetic = yaml.safe_load((project / "params.yaml").read_text())["synthesize"]["out_dir"]
+    (project / synthetic / "rerun").write_text("new shards")
+    dvc("commit", "--force", "synthesize")
+    after = changed()
+    assert "synthesize" not in after
+    for stage in ("dfid", "downstream"):
+        assert any(Path(p) == Path(synthetic) for p in after.get(stage, ())), (stage, after)
