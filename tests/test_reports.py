@@ -15,6 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+import dag_core.downstream.evaluation as downstream_evaluation
+import dag_core.metrics.comparison as comparison
+import dag_core.sweep as sweep_core
 import tasks.evaluation as evaluation
 import tasks.sweep as sweep
 
@@ -44,6 +47,9 @@ class FakeScorer:
     """Stands for a Scorer: every number is a fixed function of the sets' tags."""
 
     n_real = 12
+
+    def __init__(self, n_boot: int = 20) -> None:
+        self.n_boot = n_boot
 
     def features(self, rgb: np.ndarray, depth: np.ndarray | None = None) -> FakeSet:
         return FakeSet(float(rgb.reshape(len(rgb), -1)[:, 0].mean()) / 7.0, len(rgb))
@@ -105,13 +111,14 @@ def fake_pairs(value: int, n: int) -> tuple[np.ndarray, np.ndarray]:
 def _patch_dfid(monkeypatch: pytest.MonkeyPatch) -> None:
     data = {"unguided": 3, "dag": 20, "floor": 50}
 
-    def images_and_labels(directory: str | Path, limit: int | None, labels: bool = True):
-        rgb, depth = fake_pairs(data[Path(directory).name], 6)
-        rgb, depth = rgb[:limit], depth[:limit]
-        return rgb, (depth if labels else None)
+    def read_arrays(directory: str | Path, limit: int | None = None, *, depth: bool = True):
+        rgb, labels = fake_pairs(data[Path(directory).name], 6)
+        rgb, labels = rgb[:limit], labels[:limit]
+        return rgb, (labels if depth else None)
 
-    monkeypatch.setattr(evaluation, "_images_and_labels", images_and_labels)
-    monkeypatch.setattr(evaluation, "scorer", lambda *a, **k: FakeScorer())
+    monkeypatch.setattr(evaluation, "read_arrays", read_arrays)
+    monkeypatch.setattr(comparison, "read_arrays", read_arrays)
+    monkeypatch.setattr(evaluation, "load_scorer", lambda *a: FakeScorer(n_boot=a[4]))
     monkeypatch.setattr(evaluation, "resolve_extractor", lambda name: f"resolved-{name}")
 
 
@@ -123,6 +130,7 @@ def test_dfid_metrics_bytes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference, floor, golden
 ) -> None:
     _patch_dfid(monkeypatch)
+    monkeypatch.chdir(tmp_path)  # the record names the floor folder as given: keep it relative
     out = tmp_path / "metrics" / "dfid.json"
     evaluation.compute_dfid.fn(
         str(tmp_path / "synthetic"),
@@ -136,7 +144,7 @@ def test_dfid_metrics_bytes(
         reference,
         str(out),
         {"device": "cpu"},
-        None if floor is None else str(tmp_path / floor),
+        floor,
     )
     check_golden(out, golden)
 
@@ -180,8 +188,8 @@ def _patch_downstream(monkeypatch: pytest.MonkeyPatch) -> None:
         name, run = Path(model.directory).parent.name, Path(model.directory).name
         return FakeAccumulator(seeds[name] * 100 + int(run[-1]) * 10 + len(kw))
 
-    monkeypatch.setattr(evaluation, "load_depth_net", load)
-    monkeypatch.setattr(evaluation, "evaluate_per_image", per_image)
+    monkeypatch.setattr(downstream_evaluation, "load_depth_net", load)
+    monkeypatch.setattr(downstream_evaluation, "evaluate_per_image", per_image)
     monkeypatch.setattr(evaluation, "_world_test_pairs", lambda directory: ["world"])
     monkeypatch.setattr(evaluation, "open_nyu", lambda path: ["nyu"])
 
@@ -219,17 +227,17 @@ def _patch_sweep(monkeypatch: pytest.MonkeyPatch, figures: list) -> None:
         (path.parent / "tag").write_text(str(0 if name == "w0" else next(tags) * 7))
         return path
 
-    def images_and_labels(directory: str | Path, limit: int | None, labels: bool = True):
+    def read_arrays(directory: str | Path, limit: int | None = None, *, depth: bool = True):
         value = int((Path(directory) / "tag").read_text())
         return fake_pairs(value, 4)
 
     monkeypatch.setattr(sweep, "use_runtime", lambda rt: (RuntimeConfig(device="cpu"), "cpu"))
     monkeypatch.setattr(sweep, "cached_models", lambda *a: None)
-    monkeypatch.setattr(sweep, "render_shard", render_shard)
-    monkeypatch.setattr(sweep, "write_manifest", lambda directory: {})
-    monkeypatch.setattr(sweep, "_images_and_labels", images_and_labels)
+    monkeypatch.setattr(sweep_core, "render_shard", render_shard)
+    monkeypatch.setattr(sweep_core, "write_manifest", lambda directory: {})
+    monkeypatch.setattr(sweep, "read_arrays", read_arrays)
     monkeypatch.setattr(sweep, "read_floor", lambda floor, n, stage: fake_pairs(200, n))
-    monkeypatch.setattr(sweep, "scorer", lambda **kw: FakeScorer())
+    monkeypatch.setattr(sweep, "load_scorer", lambda **kw: FakeScorer())
     monkeypatch.setattr(sweep, "sweep_figure", lambda series, path: figures.append(series))
 
 
