@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from dag_core.errors import DagError
+from dag_core.resume import ResumePlan, finish_variant_dir, prepare_variant_dir
 from dag_core.shards import MANIFEST_NAME, Sample, shard_name, verify_dataset, write_shard
 from dag_core.synthesis import SPEC_NAME, SynthesisSpec
 from tasks.synthesize import finish_variant, prepare_variant
@@ -78,3 +79,19 @@ def test_prepare_clears_another_spec_and_finish_drops_extra_shards(tmp_path: Pat
     (target / "stray.txt").write_text("x")
     assert prepare_variant.fn(other_path, "dag", str(target)) == [0, 1, 2]
     assert sorted(p.name for p in target.iterdir()) == [SPEC_NAME]
+
+
+def test_resume_plan_from_the_library(tmp_path: Path) -> None:
+    _, spec = _spec(tmp_path)
+    record = spec.variant_spec("dag")
+    target = tmp_path / "dag"
+    plan = prepare_variant_dir(target, record, 3)
+    assert plan == ResumePlan(todo=[0, 1, 2], done=set(), cleared=False)
+    write_shard(target, 0, _samples(0))
+    write_shard(target, 5, _samples(10))  # beyond the spec: not counted as done
+    assert prepare_variant_dir(target, record, 3) == ResumePlan([1, 2], {0}, False)
+    other = SynthesisSpec(num_samples=6, shard_size=2, seed=9, variants={"dag": {}})
+    assert prepare_variant_dir(target, other.variant_spec("dag"), 3).cleared
+    assert not list(target.glob("part-*"))
+    with pytest.raises(DagError, match=r"shard\(s\) \[0, 1, 2\]"):
+        finish_variant_dir(target, 3)
