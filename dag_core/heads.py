@@ -49,6 +49,8 @@ FORMAT_VERSION = 1
 #: ``(images in [-1, 1] (B, 3, H, W), depth in metres (B, 1, R, R))``
 Batch = tuple[Tensor, Tensor]
 Batches = Iterable[Batch] | Callable[[int], Batch]
+#: ``(feature maps, side) -> g_t``: resize each map to side², concatenate on channels
+Upsample = Callable[[Sequence[Tensor], int], Tensor]
 
 
 @dataclass
@@ -182,14 +184,26 @@ class DepthHeads(nn.Module):
         dtype = self.strong.out.weight.dtype
         return {k: f.to(dtype) for k, f in zip(self.blocks, features, strict=True)}
 
-    def forward(self, features: Sequence[Tensor], t: Tensor | int) -> tuple[Tensor, Tensor]:
-        """(d^S_t, d^W_t), normalised depth maps (B, 1, resolution, resolution).
+    def forward(
+        self,
+        features: Sequence[Tensor],
+        t: Tensor | int,
+        *,
+        resolution: int | None = None,
+        upsample: Upsample = upsample_concat,
+    ) -> tuple[Tensor, Tensor]:
+        """(d^S_t, d^W_t), normalised depth maps (B, 1, r, r), r = ``resolution`` (default: the
+        heads' own :attr:`resolution`).
 
-        ``features`` are the raw decoder outputs for ``self.blocks`` in that order.
+        ``features`` are the raw decoder outputs for ``self.blocks`` in that order; ``upsample``
+        resizes and concatenates them into g_t (bilinear ``F.interpolate`` by default; the
+        runtime's deterministic form is :func:`dag_core.resize.upsample_concat_matrix`). The heads
+        are pixel-wise, so a smaller ``resolution`` evaluates the same function on fewer pixels.
         """
         by_block = self._by_block(features)
-        g_s = upsample_concat([by_block[k] for k in self.config.strong_blocks], self.resolution)
-        g_w = upsample_concat([by_block[k] for k in self.config.weak_blocks], self.resolution)
+        size = self.resolution if resolution is None else int(resolution)
+        g_s = upsample([by_block[k] for k in self.config.strong_blocks], size)
+        g_w = upsample([by_block[k] for k in self.config.weak_blocks], size)
         return self.strong(g_s, t), self.weak(g_w, t)
 
     def save(self, directory: str | Path) -> Path:

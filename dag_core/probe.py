@@ -284,18 +284,14 @@ def accuracy_at_head_resolution(
         raise DagError(f"head resolution {resolution} must be in 1..{heads.resolution}")
     heads.check_compatible(unet)
     heads.to(unet.device).eval()
-    cfg, size = heads.config, heads.resolution
+    size = heads.resolution
 
     def predict(features: Mapping[int, Tensor], t_batch: Tensor) -> dict[str, Tensor]:
-        out = {}
-        for name, blocks, head in (
-            ("strong", cfg.strong_blocks, heads.strong),
-            ("weak", cfg.weak_blocks, heads.weak),
-        ):
-            g = upsample_concat([features[k].to(head.out.weight.dtype) for k in blocks], resolution)
-            d = head(g, t_batch)
-            out[name] = F.interpolate(d, size=(size, size), mode="bilinear", align_corners=False)
-        return out
+        maps = heads([features[k] for k in heads.blocks], t_batch, resolution=resolution)
+        return {
+            name: F.interpolate(d, size=(size, size), mode="bilinear", align_corners=False)
+            for name, d in zip(("strong", "weak"), maps, strict=True)
+        }
 
     rows = []
     for t in t_values:
