@@ -6,8 +6,9 @@ then renamed over the target with :func:`os.replace` (atomic on POSIX) and the f
 a reader sees the old file or the new one, never a part. On any exception the temporary file is
 removed and the old file is untouched. :func:`write_text_atomic` / :func:`write_bytes_atomic`
 write a string or bytes; :func:`atomic_open` yields a file object (``csv.writer``, ``json.dump``);
-:func:`atomic_path` yields a temporary path for writers that take a file name (matplotlib's
-``savefig``, ``safetensors.torch.save_file``, ``PIL.Image.save``).
+:func:`atomic_path` yields a temporary path for writers that take a file name
+(``safetensors.torch.save_file``, ``PIL.Image.save``); :func:`save_figure` saves a matplotlib
+figure.
 
 Folders: :func:`replace_dir` builds a stage's output in a hidden sibling folder and swaps it into
 place only on success; on any exception the partial folder is removed and the previous output is
@@ -107,6 +108,23 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """``Path(path).write_text(text)`` in UTF-8, atomically (folder created if missing)."""
     return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def save_figure(fig: Any, path: str | Path, **savefig_kw: Any) -> Path:
+    """``fig.savefig(path, **savefig_kw)`` for a matplotlib figure, atomically.
+
+    The format comes from ``path``'s suffix (as ``savefig`` infers it), else matplotlib's
+    ``savefig.format`` setting, unless ``format=`` is given.
+    """
+    path = Path(path)
+    fmt = savefig_kw.pop("format", None) or path.suffix[1:].lower()
+    if not fmt:
+        import matplotlib
+
+        fmt = matplotlib.rcParams["savefig.format"]
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=fmt, **savefig_kw)
+    return path
 
 
 @contextmanager

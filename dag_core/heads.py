@@ -31,6 +31,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from dag_core.atomic import atomic_path, write_text_atomic
 from dag_core.depthnorm import DepthNorm
 from dag_core.errors import DagError
 from dag_core.features import (
@@ -207,11 +208,13 @@ class DepthHeads(nn.Module):
         return self.strong(g_s, t), self.weak(g_w, t)
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``heads.safetensors`` and ``heads.json`` into ``directory``; return it."""
+        """Write ``heads.safetensors`` and ``heads.json`` into ``directory`` (each file
+        atomically); return it."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, directory / WEIGHTS_FILE)
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:
+            save_file(state, tmp)
         meta = {
             "format_version": FORMAT_VERSION,
             "config": self.config.to_dict(),
@@ -221,7 +224,7 @@ class DepthHeads(nn.Module):
             "base_hash": self.base_hash,
             "num_train_timesteps": self.num_train_timesteps,
         }
-        (directory / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        write_text_atomic(directory / META_FILE, json.dumps(meta, indent=2) + "\n")
         return directory
 
     @classmethod

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from diffusers import UNet2DModel
 from torch import Tensor
 
+from dag_core.atomic import save_figure
 from dag_core.depthnorm import DepthNorm
 from dag_core.errors import DagError
 from dag_core.features import (
@@ -373,6 +374,6 @@ def plot_probes(
             if len(series) > 1 and drawn:
                 ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
