@@ -20,13 +20,8 @@ from dag_core.guidance import DepthGuidance, GuidanceConfig
 from dag_core.guidance_runtime import RuntimeGuidance
 from dag_core.heads import DepthHeads, HeadConfig
 from dag_core.prior import DepthPrior, PriorConfig, prior_unet
-from dag_core.runtime import (
-    RuntimeConfig,
-    compile_regions,
-    make_resize,
-    matrix_resize,
-    use_runtime,
-)
+from dag_core.resize import make_resize, matrix_resize
+from dag_core.runtime import RuntimeConfig, compile_regions, use_runtime
 from dag_core.sampling import make_scheduler, sample
 from tests.numerics import assert_same_up_to_summation_order
 
