@@ -29,6 +29,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.training_utils import EMAModel
 from PIL import Image
 
+from dag_core.atomic import atomic_open, atomic_path, write_text_atomic
 from dag_core.configs.backbone import TrainConfig
 from dag_core.errors import DagError
 from dag_core.sampling import make_scheduler
@@ -322,12 +323,12 @@ def train_base_model(
     saved = unet.to(WEIGHT_DTYPES[config.weights_dtype])
     DDPMPipeline(unet=saved, scheduler=scheduler).save_pretrained(out, safe_serialization=True)
     unet = saved.float()  # previews from the weights as saved (and reloaded)
-    with (out / "train_log.csv").open("w", newline="") as fh:
+    with atomic_open(out / "train_log.csv", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["step", "loss"])
         writer.writeheader()
         writer.writerows(rows)
     recorded = asdict(config) | ({"init_from_hash": init_hash} if init_hash else {})
-    (out / "train_config.json").write_text(json.dumps(recorded, indent=2) + "\n")
+    write_text_atomic(out / "train_config.json", json.dumps(recorded, indent=2) + "\n")
     if config.preview_samples:
         model = BaseModel(unet, scheduler, str(out))
         grid = sample_images(
@@ -388,6 +389,9 @@ def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int | N
             i
         ]
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(canvas[..., 0] if c == 1 else canvas).save(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower())  # the temp name has no suffix
+    if fmt is None:
+        raise DagError(f"save_grid cannot tell an image format from the name {path.name!r}")
+    with atomic_path(path) as tmp:
+        Image.fromarray(canvas[..., 0] if c == 1 else canvas).save(tmp, format=fmt)
     return path

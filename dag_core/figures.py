@@ -24,6 +24,7 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 
+from dag_core.atomic import atomic_open, atomic_path, save_figure
 from dag_core.errors import DagError
 
 LABEL_WIDTH = 160
@@ -212,8 +213,8 @@ def sample_sheet(
                 sheet.paste(tile, (LABEL_WIDTH + PAD + j * (tw + PAD), top))
             top += th + PAD
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path, format="PNG")
+    with atomic_path(path) as tmp:
+        sheet.save(tmp, format="PNG")
     return path
 
 
@@ -248,8 +249,7 @@ def write_ply(
         "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n"
     )
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as fh:
+    with atomic_open(path, "wb") as fh:
         fh.write(header.encode("ascii"))
         fh.write(data.tobytes())
     return path
@@ -296,8 +296,6 @@ def sweep_figure(series: Mapping[str, list[Mapping[str, float]]], path: str | Pa
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    path = save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

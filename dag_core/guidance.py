@@ -84,7 +84,7 @@ def dpg_loss(
     ``prior.scheduler.add_noise`` with ``noise`` η (B,1,r,r) at the per-sample level ``tau`` (B,).
     The prior is frozen; the gradient flows through d^S_t. ``reduction``: ``sum`` or ``mean``
     over the prior's r² pixels. ``resize(d, r)`` replaces that resize (e.g. its deterministic
-    matrix form, :func:`dag_core.runtime.make_resize`).
+    matrix form, :func:`dag_core.resize.make_resize`).
 
     ``gradient``: ``full`` differentiates L_dp as written, through ε_φ's Jacobian; ``sds`` drops
     that Jacobian as score distillation does (DreamFusion, Poole et al. 2022, Eq. 3):

@@ -12,7 +12,7 @@ and update — evaluated under a :class:`~dag_core.runtime.RuntimeConfig`:
 * ``guidance_chunk: c`` — the step runs on micro-batches of c samples (per-sample losses, eval
   heads: each sample's shift is the same); bounds activation memory;
 * ``deterministic`` — every bilinear resize inside the differentiated graph is a fixed matrix
-  product (:func:`~dag_core.runtime.matrix_resize`), whose CUDA backward is deterministic.
+  product (:func:`~dag_core.resize.matrix_resize`), whose CUDA backward is deterministic.
 
 With the default runtime it is bit for bit the plain :class:`DepthGuidance`.
 """
@@ -28,7 +28,8 @@ from dag_core.features import upsample_concat
 from dag_core.guidance import DepthGuidance, GuidanceConfig, GuidedStep
 from dag_core.heads import DepthHeads
 from dag_core.prior import DepthPrior
-from dag_core.runtime import RuntimeConfig, make_resize, upsample_concat_matrix
+from dag_core.resize import make_resize, upsample_concat_matrix
+from dag_core.runtime import RuntimeConfig
 
 
 class RuntimeGuidance(DepthGuidance):
@@ -57,15 +58,8 @@ class RuntimeGuidance(DepthGuidance):
     def eval_heads(self, features: list[Tensor], t: Tensor) -> tuple[Tensor, Tensor]:
         """(d^S_t, d^W_t) at ``head_resolution``, with deterministic resizes when asked; the
         depth maps (and so the losses) are float32 under bf16 autocast too."""
-        if self.head_resolution == self.heads.resolution and not self.runtime.deterministic:
-            d_s, d_w = self.heads(features, t)
-        else:
-            up = upsample_concat_matrix if self.runtime.deterministic else upsample_concat
-            by_block = self.heads._by_block(features)
-            cfg, res = self.heads.config, self.head_resolution
-            g_s = up([by_block[k] for k in cfg.strong_blocks], res)
-            g_w = up([by_block[k] for k in cfg.weak_blocks], res)
-            d_s, d_w = self.heads.strong(g_s, t), self.heads.weak(g_w, t)
+        up = upsample_concat_matrix if self.runtime.deterministic else upsample_concat
+        d_s, d_w = self.heads(features, t, resolution=self.head_resolution, upsample=up)
         return d_s.float(), d_w.float()
 
     def __call__(

@@ -30,6 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from dag_core.atomic import atomic_path, write_text_atomic
 from dag_core.configs.heads import HeadConfig
 from dag_core.depthnorm import DepthNorm
 from dag_core.errors import DagError
@@ -49,6 +50,8 @@ FORMAT_VERSION = 1
 #: ``(images in [-1, 1] (B, 3, H, W), depth in metres (B, 1, R, R))``
 Batch = tuple[Tensor, Tensor]
 Batches = Iterable[Batch] | Callable[[int], Batch]
+#: ``(feature maps, side) -> g_t``: resize each map to side², concatenate on channels
+Upsample = Callable[[Sequence[Tensor], int], Tensor]
 
 
 class DepthHead(nn.Module):
@@ -133,22 +136,36 @@ class DepthHeads(nn.Module):
         dtype = self.strong.out.weight.dtype
         return {k: f.to(dtype) for k, f in zip(self.blocks, features, strict=True)}
 
-    def forward(self, features: Sequence[Tensor], t: Tensor | int) -> tuple[Tensor, Tensor]:
-        """(d^S_t, d^W_t), normalised depth maps (B, 1, resolution, resolution).
+    def forward(
+        self,
+        features: Sequence[Tensor],
+        t: Tensor | int,
+        *,
+        resolution: int | None = None,
+        upsample: Upsample = upsample_concat,
+    ) -> tuple[Tensor, Tensor]:
+        """(d^S_t, d^W_t), normalised depth maps (B, 1, r, r), r = ``resolution`` (default: the
+        heads' own :attr:`resolution`).
 
-        ``features`` are the raw decoder outputs for ``self.blocks`` in that order.
+        ``features`` are the raw decoder outputs for ``self.blocks`` in that order; ``upsample``
+        resizes and concatenates them into g_t (bilinear ``F.interpolate`` by default; the
+        runtime's deterministic form is :func:`dag_core.resize.upsample_concat_matrix`). The heads
+        are pixel-wise, so a smaller ``resolution`` evaluates the same function on fewer pixels.
         """
         by_block = self._by_block(features)
-        g_s = upsample_concat([by_block[k] for k in self.config.strong_blocks], self.resolution)
-        g_w = upsample_concat([by_block[k] for k in self.config.weak_blocks], self.resolution)
+        size = self.resolution if resolution is None else int(resolution)
+        g_s = upsample([by_block[k] for k in self.config.strong_blocks], size)
+        g_w = upsample([by_block[k] for k in self.config.weak_blocks], size)
         return self.strong(g_s, t), self.weak(g_w, t)
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``heads.safetensors`` and ``heads.json`` into ``directory``; return it."""
+        """Write ``heads.safetensors`` and ``heads.json`` into ``directory`` (each file
+        atomically); return it."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, directory / WEIGHTS_FILE)
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:
+            save_file(state, tmp)
         meta = {
             "format_version": FORMAT_VERSION,
             "config": self.config.to_dict(),
@@ -158,7 +175,7 @@ class DepthHeads(nn.Module):
             "base_hash": self.base_hash,
             "num_train_timesteps": self.num_train_timesteps,
         }
-        (directory / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        write_text_atomic(directory / META_FILE, json.dumps(meta, indent=2) + "\n")
         return directory
 
     @classmethod

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from diffusers import UNet2DModel
 from torch import Tensor
 
+from dag_core.atomic import save_figure
 from dag_core.depthnorm import DepthNorm
 from dag_core.errors import DagError
 from dag_core.features import (
@@ -284,18 +285,14 @@ def accuracy_at_head_resolution(
         raise DagError(f"head resolution {resolution} must be in 1..{heads.resolution}")
     heads.check_compatible(unet)
     heads.to(unet.device).eval()
-    cfg, size = heads.config, heads.resolution
+    size = heads.resolution
 
     def predict(features: Mapping[int, Tensor], t_batch: Tensor) -> dict[str, Tensor]:
-        out = {}
-        for name, blocks, head in (
-            ("strong", cfg.strong_blocks, heads.strong),
-            ("weak", cfg.weak_blocks, heads.weak),
-        ):
-            g = upsample_concat([features[k].to(head.out.weight.dtype) for k in blocks], resolution)
-            d = head(g, t_batch)
-            out[name] = F.interpolate(d, size=(size, size), mode="bilinear", align_corners=False)
-        return out
+        maps = heads([features[k] for k in heads.blocks], t_batch, resolution=resolution)
+        return {
+            name: F.interpolate(d, size=(size, size), mode="bilinear", align_corners=False)
+            for name, d in zip(("strong", "weak"), maps, strict=True)
+        }
 
     rows = []
     for t in t_values:
@@ -377,6 +374,6 @@ def plot_probes(
             if len(series) > 1 and drawn:
                 ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path

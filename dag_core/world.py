@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dag_core.atomic import save_figure
 from dag_core.errors import DagError
 
 MIN_RESOLUTION, MAX_RESOLUTION = 16, 1024
@@ -302,8 +303,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
             ax.axis("off")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "world_preview.png"
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    path = save_figure(fig, out / "world_preview.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 

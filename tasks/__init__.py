@@ -6,6 +6,10 @@ with :func:`stage_task`, which turns result persistence and Prefect's input-hash
 
 from __future__ import annotations
 
+# environment defaults (PREFECT_HOME, analytics off, OMP_WAIT_POLICY) before prefect/torch load
+import tasks.env  # noqa: F401
+
+# isort: split
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -13,8 +17,6 @@ from typing import Any, TypeVar
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
-
-import flows  # noqa: F401  (points Prefect at the project's .prefect/ before prefect is imported)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

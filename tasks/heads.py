@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from dag_core.atomic import replace_dir
+from dag_core.atomic import atomic_open, replace_dir, write_text_atomic
 from dag_core.backbone import load_base_model, model_hash
 from dag_core.depthnorm import DepthNorm
 from dag_core.errors import DagError
@@ -43,9 +43,8 @@ def batches_from(images: torch.Tensor, depth: torch.Tensor, batch_size: int, see
 
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
+    """Rows as a CSV (header: the first row's keys), written atomically."""
+    with atomic_open(path, newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -136,8 +135,7 @@ def evaluate_heads(
             "resolution": rt.head_resolution,
             **{r["branch"]: {k: r[k] for k in ("abs_rel", "delta1")} for r in low},
         }
-    Path(metrics_file).parent.mkdir(parents=True, exist_ok=True)
-    Path(metrics_file).write_text(json.dumps(metrics, indent=2) + "\n")
+    write_text_atomic(metrics_file, json.dumps(metrics, indent=2) + "\n")
     run_logger().info("heads at t=%d: %s", t0, metrics)
     return metrics_file
 

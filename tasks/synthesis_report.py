@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dag_core.atomic import write_text_atomic
 from dag_core.figures import sample_sheet, write_ply
 from dag_core.runtime import RuntimeConfig
 from dag_core.shards import read_samples
@@ -57,8 +58,7 @@ def write_synthesis_report(
         rows[variant] = (rgb[:SHEET_COLUMNS], depth[:SHEET_COLUMNS])
         logger.info("%s: %s", variant, metrics[variant])
     if metrics_file:
-        Path(metrics_file).parent.mkdir(parents=True, exist_ok=True)
-        Path(metrics_file).write_text(json.dumps(metrics, indent=2) + "\n")
+        write_text_atomic(metrics_file, json.dumps(metrics, indent=2) + "\n")
     if report_dir:
         report = Path(report_dir)
         report.mkdir(parents=True, exist_ok=True)

@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import json
-import shutil
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from dag_core.errors import DagError
+from dag_core.resume import finish_variant_dir, prepare_variant_dir
 from dag_core.runtime import RuntimeConfig
-from dag_core.shards import MANIFEST_NAME, completed_shards, write_manifest
 from dag_core.synthesis import (
-    SPEC_NAME,
     SynthesisModels,
     SynthesisSpec,
     guidance_config,
     load_models,
     render_shard,
     spec_digest,
-    spec_matches,
 )
 from tasks import run_logger, stage_task
 
@@ -48,30 +44,24 @@ def prepare_variant(spec_path: str, variant: str, out_dir: str) -> list[int]:
     """Make ``out_dir`` ready for ``variant``; return the shard indices still to render.
 
     Finished shards of the SAME spec are kept (resume after a crash); shards of a different spec
-    (other params or models) are cleared, since they can never be part of this dataset.
+    (other params or models) are cleared, since they can never be part of this dataset
+    (:func:`dag_core.resume.prepare_variant_dir`).
     """
     logger = run_logger()
     spec = read_spec(spec_path)
     record = spec.variant_spec(variant)
-    target = Path(out_dir)
-    if target.exists() and not spec_matches(target, record):
-        logger.info("%s holds another spec; starting %s afresh", target, variant)
-        shutil.rmtree(target)
-    target.mkdir(parents=True, exist_ok=True)
-    (target / SPEC_NAME).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    done = completed_shards(target)  # footer AND sha256 verified: damaged shards are redone
-    todo = [k for k in range(spec.num_shards) if k not in done]
-    if todo:  # no longer whole: readers must not take it as a finished dataset meanwhile
-        (target / MANIFEST_NAME).unlink(missing_ok=True)
+    plan = prepare_variant_dir(out_dir, record, spec.num_shards)
+    if plan.cleared:
+        logger.info("%s held another spec; started %s afresh", out_dir, variant)
     logger.info(
         "variant %s (spec %s): %d/%d shards done, %d to render",
         variant,
         spec_digest(record),
-        len(done & set(range(spec.num_shards))),
+        len(plan.done),
         spec.num_shards,
-        len(todo),
+        len(plan.todo),
     )
-    return todo
+    return plan.todo
 
 
 @stage_task
@@ -115,15 +105,9 @@ def variant_uses_prior(spec: SynthesisSpec, variant: str) -> bool:
 def finish_variant(out_dir: str, num_shards: int) -> str:
     """Drop shards beyond the spec (none in a clean run) and write the manifest.
 
-    The manifest is written only when every shard ``0 … num_shards-1`` verifies.
+    The manifest is written only when every shard ``0 … num_shards-1`` verifies
+    (:func:`dag_core.resume.finish_variant_dir`).
     """
-    for path in Path(out_dir).glob("part-*.parquet"):
-        if int(path.stem.split("-")[1]) >= num_shards:
-            path.unlink()
-            path.with_name(f".{path.name}.sha256").unlink(missing_ok=True)
-    missing = sorted(set(range(num_shards)) - completed_shards(out_dir))
-    if missing:
-        raise DagError(f"{out_dir}: shard(s) {missing} did not verify after rendering; rerun")
-    manifest = write_manifest(out_dir)
+    manifest = finish_variant_dir(out_dir, num_shards)
     run_logger().info("%s complete: %d rows", out_dir, manifest["total_rows"])
     return out_dir

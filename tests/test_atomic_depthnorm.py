@@ -1,13 +1,22 @@
-"""Whole-directory atomic replacement and the shared depth normalisation."""
+"""Atomic outputs (whole files and whole directories) and the shared depth normalisation."""
 
 from __future__ import annotations
 
+import csv
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from dag_core.atomic import replace_dir
+from dag_core.atomic import (
+    atomic_open,
+    atomic_path,
+    replace_dir,
+    save_figure,
+    write_bytes_atomic,
+    write_text_atomic,
+)
 from dag_core.depthnorm import DepthNorm
 from dag_core.errors import DagError
 
@@ -32,6 +41,58 @@ def test_replace_dir_keeps_previous_output_when_the_run_fails(tmp_path: Path) ->
         raise RuntimeError("crash mid-stage")
     assert (target / "old.txt").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_write_text_atomic_replaces_whole_files_only(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "metrics" / "m.json"
+    write_text_atomic(path, "{}\n")  # the folder is created
+    assert path.read_text() == "{}\n"
+    write_text_atomic(path, "δ ↑\n")
+    assert path.read_bytes() == "δ ↑\n".encode()
+    assert write_bytes_atomic(path, b"\x00\x01") == path and path.read_bytes() == b"\x00\x01"
+
+    def crash(*args, **kwargs):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk on fire"):
+        write_text_atomic(path, "new")
+    monkeypatch.undo()
+    assert path.read_bytes() == b"\x00\x01"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["m.json"]  # no temp file left
+
+
+def test_atomic_open_and_atomic_path_keep_the_old_file_on_error(tmp_path: Path) -> None:
+    path = tmp_path / "rows.csv"
+    with atomic_open(path, newline="") as fh:
+        csv.writer(fh).writerows([["w", "dfid"], [0, 1.5]])
+        assert not path.exists()  # invisible until the block succeeds
+    assert path.read_bytes() == b"w,dfid\r\n0,1.5\r\n"
+    with pytest.raises(RuntimeError), atomic_open(path) as fh:
+        fh.write("half")
+        raise RuntimeError("crash mid-write")
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash mid-write")
+    assert path.read_bytes() == b"w,dfid\r\n0,1.5\r\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.csv"]
+    with pytest.raises(ValueError, match="whole files"):
+        atomic_open(path, "a").__enter__()
+
+
+def test_save_figure_matches_savefig(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [1, 0])
+    fig.savefig(tmp_path / "direct.png", dpi=50)
+    assert save_figure(fig, tmp_path / "atomic.png", dpi=50) == tmp_path / "atomic.png"
+    plt.close(fig)
+    assert (tmp_path / "atomic.png").read_bytes() == (tmp_path / "direct.png").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["atomic.png", "direct.png"]
 
 
 @pytest.mark.parametrize("kind", ["log", "linear"])

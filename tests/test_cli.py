@@ -183,6 +183,7 @@ def test_os_errors_are_one_line_naming_the_path(
 ) -> None:
     """A real OS error (writing under a file) and a full disk while a shard is written."""
     import errno
+    import os
 
     from dag_core import shards
     from tests.test_shards import make_samples
@@ -199,7 +200,7 @@ def test_os_errors_are_one_line_naming_the_path(
     def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(shards.os, "fsync", full)
+    monkeypatch.setattr(os, "fsync", full)
     with pytest.raises(SystemExit):
         run_cli(lambda: shards.write_shard(tmp_path / "ds", 0, make_samples(2)))
     err = capsys.readouterr().err

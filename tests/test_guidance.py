@@ -25,6 +25,7 @@ from dag_core.guidance import (
 from dag_core.heads import DepthHeads, HeadConfig
 from dag_core.prior import DepthPrior, PriorConfig, prior_unet
 from dag_core.unet_configs import tiny_unet
+from tests.numerics import assert_same_up_to_summation_order
 
 
 class _IdentityPriorNet(nn.Module):
@@ -279,7 +280,9 @@ def test_grad_is_per_sample(unet, heads, prior) -> None:
     x, t = _x(3), torch.tensor(700)
     both = guidance(x, t, _gens([4, 5, 6]))
     alone = guidance(x[1:2], t, _gens([5]))
-    assert torch.allclose(both.grad[1:2], alone.grad, rtol=1e-4, atol=1e-6)
+    # batch 3 vs 1: the same math, only the kernels' summation order may differ
+    assert_same_up_to_summation_order(both.grad[1:2], alone.grad, "grad", distinct=False)
+    assert not torch.allclose(both.grad[0:1], alone.grad, rtol=1e-2, atol=1e-3)  # not sample 0's
     assert torch.equal(both.losses["tau"][1:2], alone.losses["tau"])
 
 

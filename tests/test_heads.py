@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from dag_core.depthnorm import DepthNorm
 from dag_core.errors import DagError
-from dag_core.features import FeatureExtractor
+from dag_core.features import FeatureExtractor, upsample_concat
 from dag_core.heads import (
     DepthHead,
     DepthHeads,
@@ -20,6 +20,7 @@ from dag_core.heads import (
     random_batches,
     train_heads,
 )
+from dag_core.resize import upsample_concat_matrix
 from dag_core.unet_configs import tiny_unet
 
 # high-resolution layers carry per-pixel signal even with the random weights of the test U-Net
@@ -77,6 +78,29 @@ def test_heads_forward_and_gradient_to_x_t(unet) -> None:
     assert x_t.grad is not None and torch.isfinite(x_t.grad).all() and x_t.grad.abs().sum() > 0
     with pytest.raises(DagError, match="expected 5 feature maps"):
         heads([torch.zeros(1, 64, 2, 2)], 0)
+
+
+def test_heads_forward_at_another_resolution_and_upsampling() -> None:
+    """One forward for every caller (guidance at ``runtime.head_resolution``, deterministic
+    resizes, probes): the same numbers as running each MLP on its own upsampled features."""
+    torch.manual_seed(0)
+    channels = {2: 8, 4: 8, 5: 8, 6: 4, 7: 4}
+    heads = DepthHeads(HeadConfig(hidden=(8,), time_dim=8), DepthNorm(), channels, 16).eval()
+    sizes = {2: 4, 4: 8, 5: 8, 6: 16, 7: 16}
+    features = [torch.randn(2, channels[k], sizes[k], sizes[k]) for k in heads.blocks]
+    by_block = dict(zip(heads.blocks, features, strict=True))
+    t = torch.tensor([5, 50])
+    for resolution, upsample in ((None, upsample_concat), (8, upsample_concat)):
+        size = resolution or heads.resolution
+        g_s = upsample([by_block[k] for k in heads.config.strong_blocks], size)
+        g_w = upsample([by_block[k] for k in heads.config.weak_blocks], size)
+        d_s, d_w = heads(features, t, resolution=resolution, upsample=upsample)
+        assert d_s.shape == d_w.shape == (2, 1, size, size)
+        assert torch.equal(d_s, heads.strong(g_s, t)) and torch.equal(d_w, heads.weak(g_w, t))
+    d_s, d_w = heads(features, t, resolution=8, upsample=upsample_concat_matrix)
+    g_w = upsample_concat_matrix([by_block[k] for k in heads.config.weak_blocks], 8)
+    assert torch.equal(d_w, heads.weak(g_w, t))
+    assert torch.allclose(d_s, heads(features, t, resolution=8)[0], atol=1e-5)
 
 
 def test_training_learns(unet, scheduler, trained) -> None:

@@ -13,6 +13,7 @@ from dag_core.heads import DepthHeads
 from dag_core.prior import DepthPrior
 from dag_core.sampling import make_scheduler, per_sample_generators, sample
 from dag_core.unet_configs import CHURCH_256_SCHEDULER, tiny_unet
+from tests.numerics import assert_same_up_to_summation_order
 from tests.tiny_models import tiny_heads, tiny_prior
 
 STEPS = 3
@@ -126,11 +127,12 @@ def test_results_do_not_depend_on_batching(unet, heads, prior, name: str) -> Non
     full = sample(unet, scheduler, [1, 2, 3], guidance=guidance, eta=eta)
     first = sample(unet, scheduler, [1], guidance=guidance, eta=eta)
     rest = sample(unet, scheduler, [2, 3], guidance=guidance, eta=eta)
+    # Per-sample seeds: the same math in a batch of 3 or 1 + 2; only the kernels' float
+    # summation order may differ (tests.numerics), and no sample may land on another's place.
     split = torch.cat([first.images, rest.images])
-    assert torch.allclose(full.images, split, atol=1e-5)
-    assert torch.allclose(full.depth, torch.cat([first.depth, rest.depth]), atol=1e-5)
+    assert_same_up_to_summation_order(full.images, split, "images")
+    assert_same_up_to_summation_order(full.depth, torch.cat([first.depth, rest.depth]), "depth")
     assert full.losses[0]["tau"] == first.losses[0]["tau"] + rest.losses[0]["tau"]
-    assert not torch.allclose(full.images[0], full.images[1])
 
 
 def test_sampling_errors(unet, heads, prior) -> None:

@@ -33,6 +33,7 @@ from dag_core.shards import (
     write_manifest,
     write_shard,
 )
+from dag_core.shards.codec import SHARD_RE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -198,7 +199,7 @@ def test_failed_write_leaves_no_shard_and_keeps_old(tmp_path: Path, monkeypatch)
     def crash(*args, **kwargs):
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(shards.os, "replace", crash)
+    monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="disk on fire"):
         write_shard(tmp_path, 1, make_samples(3, start=3))
     with pytest.raises(OSError, match="disk on fire"):
@@ -226,7 +227,7 @@ def slow(table, where, **kw):
     print("WRITING", flush=True)
     time.sleep(60)
 
-shards.pq.write_table = slow
+pq.write_table = slow
 shards.write_shard(out, 1, make_samples(4, start=4))
 """
 
@@ -371,11 +372,11 @@ def test_temp_files_use_non_shard_names(tmp_path: Path, monkeypatch) -> None:
 
     def spy(src, dst):
         seen.append(Path(src).name)
-        assert not shards._SHARD_RE.match(Path(src).name)
+        assert not SHARD_RE.match(Path(src).name)
         assert completed_shards(tmp_path) == set()  # not yet visible, though fsynced
         real_replace(src, dst)
 
-    monkeypatch.setattr(shards.os, "replace", spy)
+    monkeypatch.setattr(os, "replace", spy)
     write_shard(tmp_path, 0, make_samples(2))
     pid = os.getpid()
     assert seen == [f".{shard_name(0)}.tmp-{pid}", f"..{shard_name(0)}.sha256.tmp-{pid}"]

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from dag_core.configs.sweep import (
+from dag_core.errors import DagError
+from dag_core.sweep import (
     check_remedies,
     check_sweep,
     mode_scales,
     remedy_settings,
     series_name,
+    variant_name,
 )
-from dag_core.errors import DagError
 from flows.dfid import dfid
-from tasks.sweep import _variant_name
 
 
 def test_series_name() -> None:
@@ -47,7 +47,7 @@ def test_dfid_checks_reference_variant_and_n_boot(tmp_path) -> None:
 
 def test_mode_scales() -> None:
     assert mode_scales([40, 1, 0], "paper") == [0.0, 1.0, 40.0]
-    assert _variant_name("paper_0-0.6-w0.3") == "paper_0-0_6-w0_3"
+    assert variant_name("paper_0-0.6-w0.3") == "paper_0-0_6-w0_3"
     assert mode_scales({"paper": [1, 3], "mean": [100]}, "mean") == [0.0, 100.0]
 
 

@@ -1,0 +1,101 @@
+"""Downstream monocular depth estimation: train one depth network per training set, test on NYU.
+
+The DAG paper (Kim et al., arXiv 2212.08861, Sec. 4, "Downstream task") measures the value of
+depth-aware guided samples by training a monocular depth estimator on each synthetic dataset and
+testing it on NYU-Depth v2. This module gives every training set the SAME network
+(:class:`DepthNet`, a small conv–GroupNorm–SiLU U-Net), the SAME budget (exactly
+``config.steps`` steps of ``config.batch_size`` samples, :class:`DownstreamConfig`) and the same
+evaluation (:func:`evaluate`, the standard NYU metrics of :mod:`dag_core.metrics.depth`), so only
+the data differs: the labelled subset, unguided samples, and DAG (DCG + DPG) samples.
+
+Reading generated datasets into depth training — a dataset written by
+:func:`dag_core.shards.write_dataset` (or by resumable synthesis) is a directory of Parquet shards,
+streamed by :class:`dag_core.shards.ShardDataset` through a torch ``DataLoader``::
+
+    from dag_core.depthnorm import DepthNorm
+    from dag_core.downstream import DownstreamConfig, evaluate, save_depth_net, train_depth_net
+    from dag_core.nyu import open_nyu
+
+    norm, config = DepthNorm(), DownstreamConfig()
+    model, log_rows = train_depth_net(["data/synthetic/dag"], config, norm)
+    save_depth_net(model, config, norm, "models/depth_net_dag")
+    print(evaluate(model, open_nyu("data/nyu2_test"), norm, config.resolution, eigen_crop=True))
+
+Several directories are concatenated (``torch.utils.data.ChainDataset``) into one training set.
+Each sample is resized so its short side is ``config.resolution`` and centre-cropped to a
+``resolution × resolution`` square (depth resized with a validity mask, so holes stay holes); the
+stream is shuffled with a seeded buffer, re-shuffled every pass, flipped horizontally at random and
+cycled until ``config.steps`` full batches have been drawn. Training is deterministic in
+``config.seed`` (single-process loading, seeded generators).
+
+Losses (``config.loss``), both on valid pixels only (:meth:`DepthNorm.valid`):
+
+* ``l1_log`` — L1 between predicted and true depth in the normalised space of
+  :class:`DepthNorm` (log-depth for the default ``log`` normalisation);
+* ``silog``  — the scale-invariant log loss of Eigen et al. (2014) on depth in metres,
+  ``sqrt(mean(g²) − λ·mean(g)²)`` with ``g = log d̂ − log d`` and λ = 0.85.
+
+One responsibility per module: :mod:`~dag_core.downstream.config` (:class:`DownstreamConfig`),
+:mod:`~dag_core.downstream.model` (:class:`DepthNet`),
+:mod:`~dag_core.downstream.data` (square crops, shuffled stream),
+:mod:`~dag_core.downstream.training` (:func:`train_depth_net`),
+:mod:`~dag_core.downstream.evaluation` (metrics, run means, paired comparisons),
+:mod:`~dag_core.downstream.persistence` (safetensors + JSON) and
+:mod:`~dag_core.downstream.report` (metrics record, Markdown tables). Import from here.
+"""
+
+from dag_core.downstream.config import LOSSES, DownstreamConfig
+from dag_core.downstream.data import SHUFFLE_BUFFER, resize_pair
+from dag_core.downstream.evaluation import (
+    PAIRED_METRICS,
+    evaluate,
+    evaluate_per_image,
+    evaluate_training_sets,
+    inference_size,
+    mean_over_runs,
+    paired_comparison,
+    predict_depth,
+)
+from dag_core.downstream.model import ConvBlock, DepthNet
+from dag_core.downstream.persistence import (
+    FORMAT_VERSION,
+    META_FILE,
+    WEIGHTS_FILE,
+    load_depth_net,
+    save_depth_net,
+)
+from dag_core.downstream.report import (
+    METRIC_LABELS,
+    downstream_report,
+    markdown_table,
+    paired_table,
+)
+from dag_core.downstream.training import SILOG_LAMBDA, train_depth_net
+
+__all__ = [
+    "FORMAT_VERSION",
+    "LOSSES",
+    "META_FILE",
+    "METRIC_LABELS",
+    "PAIRED_METRICS",
+    "SHUFFLE_BUFFER",
+    "SILOG_LAMBDA",
+    "WEIGHTS_FILE",
+    "ConvBlock",
+    "DepthNet",
+    "DownstreamConfig",
+    "downstream_report",
+    "evaluate",
+    "evaluate_per_image",
+    "evaluate_training_sets",
+    "inference_size",
+    "load_depth_net",
+    "markdown_table",
+    "mean_over_runs",
+    "paired_comparison",
+    "paired_table",
+    "predict_depth",
+    "resize_pair",
+    "save_depth_net",
+    "train_depth_net",
+]

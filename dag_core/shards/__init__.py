@@ -1,0 +1,86 @@
+"""One schema and IO layer for every image–depth dataset: Parquet shards via pyarrow.
+
+Labelled subsets, world data and the synthetic outputs of depth-aware guided sampling (DAG,
+Kim et al., arXiv 2212.08861) all share this layout. A dataset is a directory::
+
+    part-00000.parquet      one row per sample, ~``row_group_size`` rows per row group
+    part-00001.parquet
+    ...
+    _manifest.json          schema version, per-shard file/rows/sha256, total rows, depth dtype
+
+Columns (:data:`SCHEMA`): ``id`` string; ``rgb`` PNG bytes (lossless); ``depth`` raw
+little-endian bytes in ``depth_dtype`` ∈ {``float16``, ``float32``, ``uint16mm``}; ``height``,
+``width`` int32; ``seed`` int64 (nullable); ``source`` string; ``meta`` a JSON object for everything
+else (guidance scales, sampler, model hashes...). Depth is never 8-bit. ``uint16mm`` stores
+``round(metres * 1000)`` clipped to 0..65535, with 0 meaning invalid/missing (read back as 0.0 m).
+Every read returns depth as float32 metres.
+
+Writes are atomic: a shard is written to ``.part-XXXXX.parquet.tmp-<pid>`` in the same directory,
+fsynced, then renamed with :func:`os.replace`; a crash leaves at most a dot-file that every reader
+ignores. Existing shards are never replaced unless ``overwrite=True``. Resumable synthesis writes
+shard ``k`` with :func:`write_shard`, asks :func:`completed_shards` what is done, and finishes with
+:func:`write_manifest`.
+
+The manifest is named ``_manifest.json`` (not ``manifest.json``) because pyarrow dataset discovery
+skips names starting with ``.`` or ``_`` but tries to parse every other file as Parquet, so a plain
+``manifest.json`` breaks ``pandas.read_parquet(directory)``. Interop with other tools::
+
+    pandas.read_parquet("data/synth")                       # the directory as it is
+    datasets.load_dataset("parquet", data_files="data/synth/part-*.parquet")  # Hugging Face
+
+Both see the raw columns (PNG bytes, depth bytes); decode with :func:`decode_depth` and pillow.
+
+One responsibility per module: :mod:`~dag_core.shards.codec` (schema, sample ↔ row),
+:mod:`~dag_core.shards.integrity` (checksums, manifest, verification),
+:mod:`~dag_core.shards.writer` (atomic shard and manifest writes), :mod:`~dag_core.shards.readers`
+(samples, arrays, tables), :mod:`~dag_core.shards.torch_dataset` (:class:`ShardDataset`) and
+:mod:`~dag_core.shards.cli` (``python -m dag_core.shards verify DIR...``). Import from here.
+"""
+
+from dag_core.shards.cli import main
+from dag_core.shards.codec import (
+    DEPTH_DTYPES,
+    MANIFEST_NAME,
+    SAMPLE_FIELDS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    Sample,
+    decode_depth,
+    encode_depth,
+    shard_name,
+)
+from dag_core.shards.integrity import (
+    completed_shards,
+    dataset_problems,
+    find_datasets,
+    verify_dataset,
+)
+from dag_core.shards.readers import read_arrays, read_pandas, read_samples, read_table
+from dag_core.shards.torch_dataset import ShardDataset, load_tensors
+from dag_core.shards.writer import write_dataset, write_manifest, write_shard
+
+__all__ = [
+    "DEPTH_DTYPES",
+    "MANIFEST_NAME",
+    "SAMPLE_FIELDS",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "Sample",
+    "ShardDataset",
+    "completed_shards",
+    "dataset_problems",
+    "decode_depth",
+    "encode_depth",
+    "find_datasets",
+    "load_tensors",
+    "main",
+    "read_arrays",
+    "read_pandas",
+    "read_samples",
+    "read_table",
+    "shard_name",
+    "verify_dataset",
+    "write_dataset",
+    "write_manifest",
+    "write_shard",
+]

@@ -1,0 +1,161 @@
+"""Write shard datasets: one atomic shard at a time, then the manifest.
+
+A shard is written to ``.part-XXXXX.parquet.tmp-<pid>`` in the same directory, fsynced, then
+renamed with :func:`os.replace` (:func:`dag_core.atomic.write_atomic`); a crash leaves at most a
+dot-file that every reader ignores. Existing shards are never replaced unless ``overwrite=True``.
+Resumable synthesis writes shard ``k`` with :func:`write_shard`, asks
+:func:`~dag_core.shards.integrity.completed_shards` what is done, and finishes with
+:func:`write_manifest`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dag_core.atomic import write_atomic, write_text_atomic
+from dag_core.errors import DagError
+from dag_core.shards.codec import (
+    MANIFEST_NAME,
+    SCHEMA,
+    SCHEMA_VERSION,
+    Sample,
+    check_dtype,
+    sample_row,
+    shard_name,
+)
+from dag_core.shards.integrity import (
+    completed_shards,
+    open_shard,
+    sha256_file,
+    shard_files,
+    sidecar,
+)
+
+
+def write_shard(
+    directory: str | Path,
+    index: int,
+    samples: Sequence[Sample],
+    *,
+    depth_dtype: str = "float16",
+    row_group_size: int = 100,
+    overwrite: bool = False,
+) -> Path:
+    """Atomically write ``samples`` as shard ``index`` of the dataset in ``directory``.
+
+    Refuses (DagError) if the shard file exists unless ``overwrite=True``; the old file stays in
+    place until the new one is complete. Does not touch the manifest (see :func:`write_manifest`).
+    """
+    check_dtype(depth_dtype)
+    if row_group_size < 1:
+        raise DagError(f"row_group_size must be >= 1, got {row_group_size}")
+    directory = Path(directory)
+    path = directory / shard_name(index)
+    if path.exists() and not overwrite:
+        raise DagError(f"shard {path} already exists; pass overwrite=True to replace it")
+    if not samples:
+        raise DagError(f"no samples to write to shard {path}")
+    rows = [sample_row(s, depth_dtype) for s in samples]
+    ids = [r["id"] for r in rows]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise DagError(f"duplicate sample id {dup!r} in shard {path}")
+    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def write(fh: Any) -> None:
+        pq.write_table(
+            table,
+            fh,
+            row_group_size=row_group_size,
+            compression="zstd",
+            use_dictionary=["depth_dtype", "source"],
+            write_statistics=["id", "height", "width", "seed", "depth_dtype", "source"],
+        )
+
+    write_atomic(path, write)
+    write_text_atomic(sidecar(path), f"{sha256_file(path)}  {path.name}\n")
+    return path
+
+
+def _shard_depth_dtype(pf: pq.ParquetFile, path: Path) -> str:
+    """The one depth dtype used by a shard (DagError if it mixes several)."""
+    dtypes = set(pf.read(columns=["depth_dtype"]).column("depth_dtype").unique().to_pylist())
+    if len(dtypes) != 1:
+        raise DagError(f"shard {path} mixes depth dtypes {sorted(dtypes)}")
+    return dtypes.pop()
+
+
+def write_manifest(directory: str | Path) -> dict:
+    """Rebuild ``_manifest.json`` from the complete shards on disk, atomically; return it.
+
+    Shards whose content does not verify (see :func:`completed_shards`) are left out, never
+    blessed. DagError if there are no complete shards or they disagree on the depth dtype.
+    """
+    directory = Path(directory)
+    done = completed_shards(directory)
+    if not done:
+        raise DagError(f"no complete shards in {directory}")
+    files = shard_files(directory)
+    shards, dtypes = [], {}
+    for index in sorted(done):
+        path = files[index]
+        pf = open_shard(path)
+        dtypes[path.name] = _shard_depth_dtype(pf, path)
+        shards.append(
+            {"file": path.name, "rows": pf.metadata.num_rows, "sha256": sha256_file(path)}
+        )
+    if len(set(dtypes.values())) != 1:
+        raise DagError(f"shards in {directory} mix depth dtypes: {json.dumps(dtypes)}")
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "depth_dtype": next(iter(dtypes.values())),
+        "total_rows": sum(s["rows"] for s in shards),
+        "shards": shards,
+    }
+    write_text_atomic(directory / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def write_dataset(
+    directory: str | Path,
+    samples: Iterable[Sample],
+    *,
+    shard_size: int = 500,
+    depth_dtype: str = "float16",
+    row_group_size: int = 100,
+) -> dict:
+    """Split ``samples`` into shards of ``shard_size`` rows, write each atomically, then a manifest.
+
+    Streams: only one shard's samples are held in memory. Sample ids must be unique. Refuses
+    (DagError) to overwrite existing shards. Returns the manifest.
+    """
+    if shard_size < 1:
+        raise DagError(f"shard_size must be >= 1, got {shard_size}")
+    check_dtype(depth_dtype)
+    seen: set[str] = set()
+    chunk: list[Sample] = []
+    index = 0
+
+    def flush() -> None:
+        write_shard(directory, index, chunk, depth_dtype=depth_dtype, row_group_size=row_group_size)
+
+    for sample in samples:
+        if sample.id in seen:
+            raise DagError(f"duplicate sample id {sample.id!r}")
+        seen.add(sample.id)
+        chunk.append(sample)
+        if len(chunk) == shard_size:
+            flush()
+            chunk, index = [], index + 1
+    if chunk:
+        flush()
+    if not seen:
+        raise DagError(f"no samples to write to {directory}")
+    return write_manifest(directory)
