@@ -4,7 +4,7 @@ Each stage reads its own group of ``params.yaml`` (DVC's convention, grouped by 
 file given with ``--params`` may hold a partial group, whose keys replace those of the project's
 params.yaml. ``key=value`` overrides on the command line win (``key.sub=value`` sets one nested
 key, as ``dvc exp run -S`` does). The whole group is then checked against the stage's schema
-(:func:`flows.schema.validate_stage`: names, types, ranges, nested settings, output paths,
+(:func:`flows.schema.base.validate`: names, types, ranges, nested settings, output paths,
 inputs, model folders) BEFORE the flow module — Prefect, torch, diffusers — is imported: a bad
 value costs about a second and prints one line. Only then is the flow imported and run; it
 checks the same params again as its first step (what a deployment run relies on).
@@ -36,7 +36,8 @@ from contextlib import contextmanager, nullcontext
 from typing import Any, NoReturn
 
 from dag_core.errors import DagError, RunInterrupted
-from flows._params import STAGE_GROUPS, apply_overrides, changed, load_group, stage_defaults
+from flows._params import apply_overrides, changed, load_group, stage_defaults
+from flows.schema.base import StageParams, validate
 
 ANTICIPATED: tuple[type[BaseException], ...] = (DagError, RunInterrupted, OSError)
 #: the same flow names, for the filter of Prefect's "Finished in state Failed(...)" lines
@@ -159,7 +160,7 @@ def _parser(section: str, doc: str | None = None) -> argparse.ArgumentParser:
 
 
 def stage_params(
-    section: str,
+    schema: type[StageParams],
     params_file: str,
     overrides: list[str],
     *,
@@ -167,11 +168,9 @@ def stage_params(
     mark: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The group a command line asks for (params file, then overrides) and its checked,
-    resolved form (:func:`flows.schema.validate_stage`)."""
-    from flows.schema import validate_stage
-
-    group = apply_overrides(load_group(params_file, section), overrides)
-    return group, validate_stage(section, group, files=files, mark=mark)
+    resolved form (:func:`flows.schema.base.validate`)."""
+    group = apply_overrides(load_group(params_file, schema.stage), overrides)
+    return group, validate(schema, group, files=files, mark=mark)
 
 
 def _start(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
@@ -180,13 +179,15 @@ def _start(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
     return fn(**kwargs)
 
 
-def run_stage(fn: Callable[..., Any], section: str, argv: list[str] | None = None) -> Any:
-    """Run flow ``fn`` of stage ``section`` as its command line does (params read and checked
-    first); for callers that have imported the flow already."""
-    args = _parser(section, fn.__doc__).parse_args(argv)
+def run_stage(
+    fn: Callable[..., Any], schema: type[StageParams], argv: list[str] | None = None
+) -> Any:
+    """Run flow ``fn`` (its params: ``schema``) as its command line does, params read and
+    checked first; for callers that have imported the flow already."""
+    args = _parser(schema.stage, fn.__doc__).parse_args(argv)
 
     def body() -> Any:
-        _, kwargs = stage_params(section, args.params, args.overrides, mark=True)
+        _, kwargs = stage_params(schema, args.params, args.overrides, mark=True)
         return _start(fn, kwargs)
 
     return run_cli(body)
@@ -198,16 +199,17 @@ def serve(fn: Any, name: str, group: Mapping[str, Any], section: str) -> None:
     fn.serve(name=name, parameters=changed(group, stage_defaults(section)))
 
 
-def main(section: str, argv: list[str] | None = None) -> NoReturn:
-    """``python -m flows.<section>``: check the params, then import the flow and run (or serve)
-    it. Called by each stage module before its own imports, so bad input is reported before
-    Prefect or torch load."""
+def main(schema: type[StageParams], argv: list[str] | None = None) -> NoReturn:
+    """``python -m flows.<stage>``: check the params (``schema``), then import the flow and run
+    (or serve) it. Called by each stage module before its own imports, so bad input is reported
+    before Prefect or torch load."""
+    section = schema.stage
     args = _parser(section).parse_args(sys.argv[1:] if argv is None else argv)
     # A served deployment's runs bring their own parameters: its inputs are checked per run.
     serving = args.serve is not None
     group, kwargs = run_cli(
         lambda: stage_params(
-            section, args.params, args.overrides, files=not serving, mark=not serving
+            schema, args.params, args.overrides, files=not serving, mark=not serving
         ),
         prefect=False,
     )
@@ -218,36 +220,4 @@ def main(section: str, argv: list[str] | None = None) -> NoReturn:
         run_cli(lambda: serve(fn, args.serve, group, section))
     else:
         run_cli(lambda: _start(fn, kwargs))
-    raise SystemExit(0)
-
-
-def check_stages(stages: list[str] | None) -> list[str]:
-    """The stages to run (default: all, in dvc.yaml order); DagError naming any unknown one."""
-    chosen = list(stages or STAGE_GROUPS)
-    unknown = [s for s in chosen if s not in STAGE_GROUPS]
-    if unknown:
-        names = ", ".join(STAGE_GROUPS)
-        raise DagError(f"unknown stage(s) {', '.join(unknown)}; expected some of {names}")
-    return chosen
-
-
-def pipeline_main(argv: list[str] | None = None) -> NoReturn:
-    """``python -m flows.pipeline [--params F] [stages...]``: every chosen stage's params are
-    checked (values and output paths; each stage checks its inputs as it starts, since earlier
-    stages write them) before Prefect is imported and the first stage runs."""
-    from flows.schema import validate_stage
-
-    parser = argparse.ArgumentParser(prog="python -m flows.pipeline")
-    parser.add_argument("--params", default=DEFAULT_PARAMS)
-    parser.add_argument("stages", nargs="*", help="stages to run (default: all, in order)")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-
-    def check() -> None:
-        for name in check_stages(args.stages):
-            validate_stage(name, load_group(args.params, name), files=False)
-
-    run_cli(check, prefect=False)
-    from flows.pipeline import pipeline
-
-    run_cli(lambda: pipeline(params_file=args.params, stages=args.stages or None))
     raise SystemExit(0)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 if __name__ == "__main__":  # check the params before Prefect and torch load (flows._cli.main)
     from flows._cli import main
+    from flows.schema.base_model import BaseModelParams
 
-    main("base_model")
+    main(BaseModelParams)
 
 from typing import Any
 
@@ -19,7 +20,8 @@ from prefect import flow
 
 from flows._cli import check_runtime
 from flows._params import stage_defaults
-from flows.schema import validate_stage
+from flows.schema.base import validate
+from flows.schema.base_model import BaseModelParams
 from tasks.base_model import pin_pretrained_base_model, train_embedded_base_model
 
 D = stage_defaults("base_model")
@@ -35,7 +37,7 @@ def base_model(
 ) -> str:
     """Pin ``pretrained`` or train the embedded model with the ``train`` settings (on the
     ``runtime`` device; ``render_workers`` processes render world scenes ahead of the GPU)."""
-    p = validate_stage("base_model", locals())
+    p = validate(BaseModelParams, locals())
     runtime = check_runtime(p["runtime"])
     if p["pretrained"]:
         return pin_pretrained_base_model(p["out_dir"], p["pretrained"])

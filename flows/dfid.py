@@ -15,8 +15,9 @@ from __future__ import annotations
 
 if __name__ == "__main__":  # check the params before Prefect and torch load (flows._cli.main)
     from flows._cli import main
+    from flows.schema.dfid import DfidParams
 
-    main("dfid")
+    main(DfidParams)
 
 from typing import Any
 
@@ -24,7 +25,9 @@ from prefect import flow
 
 from flows._cli import check_runtime
 from flows._params import stage_defaults
-from flows.schema import synthetic_variants, validate_stage
+from flows.schema.base import validate
+from flows.schema.checks import synthetic_variants
+from flows.schema.dfid import DfidParams
 from tasks.evaluation import compute_dfid
 
 D = stage_defaults("dfid")
@@ -49,7 +52,7 @@ def dfid(
     every variant folder of ``synthetic``) and the paired differences to ``reference_variant``;
     with ``floor`` (held-out real pairs, at least as many as each variant) also the floor and
     each variant's headroom above it."""
-    p = validate_stage("dfid", locals())
+    p = validate(DfidParams, locals())
     runtime = check_runtime(p["runtime"])
     variants = p["variants"] if p["variants"] is not None else synthetic_variants(p["synthetic"])
     compute_dfid(

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 if __name__ == "__main__":  # check the params before Prefect and torch load (flows._cli.main)
     from flows._cli import main
+    from flows.schema.downstream import DownstreamParams
 
-    main("downstream")
+    main(DownstreamParams)
 
 from typing import Any
 
@@ -24,7 +25,8 @@ from prefect import flow
 from dag_core.configs.downstream import DownstreamConfig
 from flows._cli import check_runtime
 from flows._params import stage_defaults
-from flows.schema import validate_stage
+from flows.schema.base import validate
+from flows.schema.downstream import DownstreamParams
 from tasks.evaluation import evaluate_depth_nets, fit_depth_net
 
 D = stage_defaults("downstream")
@@ -49,7 +51,7 @@ def downstream(
     """Train one depth net per entry of ``train_sets`` (name → shard dir) and evaluate them all;
     every other set is compared with ``paired_reference`` on the same test images (bootstrap CI
     over images — and, with ``runs`` > 1, over training runs — ``n_boot`` resamples)."""
-    p = validate_stage("downstream", locals())
+    p = validate(DownstreamParams, locals())
     runtime = check_runtime(p["runtime"])
     config = p["config"]
     first = DownstreamConfig.from_params(config).seed

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 if __name__ == "__main__":  # check the params before Prefect and torch load (flows._cli.main)
     from flows._cli import main
+    from flows.schema.label_subset import LabelSubsetParams
 
-    main("label_subset")
+    main(LabelSubsetParams)
 
 from typing import Any
 
@@ -18,7 +19,8 @@ from prefect import flow
 from dag_core.backbone import model_resolution
 from flows._cli import check_runtime
 from flows._params import stage_defaults
-from flows.schema import validate_stage
+from flows.schema.base import validate
+from flows.schema.label_subset import LabelSubsetParams
 from tasks.label_subset import write_label_subset
 
 D = stage_defaults("label_subset")
@@ -45,7 +47,7 @@ def label_subset(
     ``runtime`` is validated like every stage's; the world renderer is vectorised NumPy on the
     CPU (hundreds of scenes/s), so this stage does not use the GPU.
     """
-    p = validate_stage("label_subset", locals())
+    p = validate(LabelSubsetParams, locals())
     check_runtime(p["runtime"])
     res = p["resolution"] or model_resolution(p["base_model"])
     return write_label_subset(

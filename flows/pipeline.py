@@ -2,23 +2,26 @@
 
 Runs the same stage flows as ``dvc repro`` (as subflows, in dvc.yaml order) with the same
 params.yaml groups, but without DVC's caching: every stage runs every time. The command line
-checks every chosen stage's params (values and output paths) before Prefect is imported; each
-stage checks its inputs as it starts, since earlier stages write them.
+checks every chosen stage's params (values and output paths) before Prefect or torch is
+imported; each stage checks its inputs as it starts, since earlier stages write them.
 """
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # check the params before Prefect and torch load (flows._cli)
-    from flows._cli import pipeline_main
+import sys
 
-    pipeline_main()
+if __name__ == "__main__":  # check the params before Prefect and torch load
+    from flows._cli import run_cli
+    from flows.schema.stages import check_pipeline
+
+    run_cli(lambda: check_pipeline(sys.argv[1:]), prefect=False)
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from prefect import flow
 
-from flows._cli import check_stages, pipeline_main
+from flows._cli import run_cli
 from flows._params import load_group
 from flows.base_model import base_model
 from flows.dfid import dfid
@@ -26,6 +29,7 @@ from flows.downstream import downstream
 from flows.label_subset import label_subset
 from flows.probe_heads import probe_heads
 from flows.reference import reference
+from flows.schema.stages import check_pipeline, check_stages
 from flows.sweep import sweep
 from flows.synthesize import synthesize
 from flows.train_heads import train_heads
@@ -43,7 +47,6 @@ STAGES: dict[str, Callable[..., Any]] = {
     "sweep": sweep,
     "downstream": downstream,
 }
-main = pipeline_main  # ``python -m flows.pipeline``'s entry point, for callers in Python
 
 
 @flow(name="dag-pipeline", persist_result=False)
@@ -53,3 +56,15 @@ def pipeline(params_file: str = "params.yaml", stages: list[str] | None = None) 
     return [
         str(fn(**load_group(params_file, name))) for name, fn in STAGES.items() if name in chosen
     ]
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """``python -m flows.pipeline [--params F] [stages...]``: check every chosen stage's params,
+    then run them in order."""
+    args = run_cli(lambda: check_pipeline(sys.argv[1:] if argv is None else argv), prefect=False)
+    run_cli(lambda: pipeline(params_file=args.params, stages=args.stages or None))
+    raise SystemExit(0)
+
+
+if __name__ == "__main__":
+    main()

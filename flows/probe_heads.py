@@ -9,8 +9,9 @@ from __future__ import annotations
 
 if __name__ == "__main__":  # check the params before Prefect and torch load (flows._cli.main)
     from flows._cli import main
+    from flows.schema.probe_heads import ProbeHeadsParams
 
-    main("probe_heads")
+    main(ProbeHeadsParams)
 
 from typing import Any
 
@@ -18,7 +19,8 @@ from prefect import flow
 
 from flows._cli import check_runtime
 from flows._params import stage_defaults
-from flows.schema import validate_stage
+from flows.schema.base import validate
+from flows.schema.probe_heads import ProbeHeadsParams
 from tasks.heads import run_probes
 
 D = stage_defaults("probe_heads")
@@ -40,7 +42,7 @@ def probe_heads(
 ) -> str:
     """Write ``layers.csv``, ``num_images.csv``, ``vs_t.csv`` and ``probes.png`` to ``out_dir``
     (``layers``: null = every decoder layer)."""
-    p = validate_stage("probe_heads", locals())
+    p = validate(ProbeHeadsParams, locals())
     runtime = check_runtime(p["runtime"])
     return run_probes(
         p["base_model"],

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 if __name__ == "__main__":  # check the params before Prefect and torch load (flows._cli.main)
     from flows._cli import main
+    from flows.schema.reference import ReferenceParams
 
-    main("reference")
+    main(ReferenceParams)
 
 from typing import Any
 
@@ -25,7 +26,8 @@ from prefect import flow
 
 from flows._cli import check_runtime
 from flows._params import stage_defaults
-from flows.schema import validate_stage
+from flows.schema.base import validate
+from flows.schema.reference import ReferenceParams
 from tasks.evaluation import fit_depth_net, write_world_reference
 
 D = stage_defaults("reference")
@@ -45,7 +47,7 @@ def reference(
 ) -> str:
     """Write ``data_dir/{train,test}`` (and ``floor`` when ``n_floor`` > 0) and train the
     reference estimator into ``out_dir``."""
-    p = validate_stage("reference", locals())
+    p = validate(ReferenceParams, locals())
     runtime = check_runtime(p["runtime"])
     data_dir = p["data_dir"]
     write_world_reference(data_dir, p["resolution"], p["n_train"], p["n_test"], p["n_floor"])

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 if __name__ == "__main__":  # check the params before Prefect and torch load (flows._cli.main)
     from flows._cli import main
+    from flows.schema.sweep import SweepParams
 
-    main("sweep")
+    main(SweepParams)
 
 from typing import Any
 
@@ -21,7 +22,8 @@ from prefect import flow
 
 from flows._cli import check_runtime
 from flows._params import stage_defaults
-from flows.schema import validate_stage
+from flows.schema.base import validate
+from flows.schema.sweep import SweepParams
 from tasks.sweep import guidance_sweep
 
 D = stage_defaults("sweep")
@@ -61,7 +63,7 @@ def sweep(
     {overrides}}}`` on the first mode and window (gradient normalisation, low-pass, SDS prior
     gradient, DPG alone, ...). ``floor``: held-out real pairs scored at the same count
     (``floor_*`` columns, dashed lines)."""
-    p = validate_stage("sweep", locals())
+    p = validate(SweepParams, locals())
     runtime = check_runtime(p["runtime"])
     return guidance_sweep(
         models={"base_model": p["base_model"], "heads": p["heads"], "prior": p["prior"]},

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 if __name__ == "__main__":  # check the params before Prefect and torch load (flows._cli.main)
     from flows._cli import main
+    from flows.schema.synthesize import SynthesizeParams
 
-    main("synthesize")
+    main(SynthesizeParams)
 
 import json
 import os
@@ -40,7 +41,8 @@ from dag_core.shards import completed_shards
 from dag_core.synthesis import SynthesisSpec, check_spec_fits
 from flows._cli import check_runtime
 from flows._params import stage_defaults
-from flows.schema import validate_stage
+from flows.schema.base import validate
+from flows.schema.synthesize import SynthesizeParams
 from flows.schema.task_runner import TaskRunnerConfig
 from tasks.synthesis_report import write_synthesis_report
 from tasks.synthesize import (
@@ -131,7 +133,7 @@ def synthesize(
     ``dask_cuda.LocalCUDACluster`` each worker samples on its own GPU. Metrics and report of a
     run into another ``out_dir`` than params.yaml's land beside its data (module doc).
     """
-    p = validate_stage("synthesize", locals())
+    p = validate(SynthesizeParams, locals())
     out_dir, metrics_file, report_dir = p["out_dir"], p["metrics_file"], p["report_dir"]
     runtime = check_runtime(p["runtime"])
     rt = RuntimeConfig.from_params(runtime)

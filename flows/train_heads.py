@@ -10,8 +10,9 @@ from __future__ import annotations
 
 if __name__ == "__main__":  # check the params before Prefect and torch load (flows._cli.main)
     from flows._cli import main
+    from flows.schema.train_heads import TrainHeadsParams
 
-    main("train_heads")
+    main(TrainHeadsParams)
 
 from typing import Any
 
@@ -19,7 +20,8 @@ from prefect import flow
 
 from flows._cli import check_runtime
 from flows._params import stage_defaults
-from flows.schema import validate_stage
+from flows.schema.base import validate
+from flows.schema.train_heads import TrainHeadsParams
 from tasks.heads import evaluate_heads, fit_heads
 
 D = stage_defaults("train_heads")
@@ -38,7 +40,7 @@ def train_heads(
     runtime: dict[str, Any] = D["runtime"],
 ) -> str:
     """Train the heads, then report their held-out accuracy at the timesteps ``eval_t``."""
-    p = validate_stage("train_heads", locals())
+    p = validate(TrainHeadsParams, locals())
     runtime = check_runtime(p["runtime"])
     fit_heads(p["base_model"], p["labelled"], p["out_dir"], p["config"], p["norm"], runtime)
     evaluate_heads(

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 if __name__ == "__main__":  # check the params before Prefect and torch load (flows._cli.main)
     from flows._cli import main
+    from flows.schema.train_prior import TrainPriorParams
 
-    main("train_prior")
+    main(TrainPriorParams)
 
 from typing import Any
 
@@ -21,7 +22,8 @@ from prefect import flow
 
 from flows._cli import check_runtime
 from flows._params import stage_defaults
-from flows.schema import validate_stage
+from flows.schema.base import validate
+from flows.schema.train_prior import TrainPriorParams
 from tasks.prior import fit_prior
 
 D = stage_defaults("train_prior")
@@ -38,7 +40,7 @@ def train_prior(
     runtime: dict[str, Any] = D["runtime"],
 ) -> str:
     """Train ε_φ and write it to ``out_dir`` as a diffusers folder (safetensors)."""
-    p = validate_stage("train_prior", locals())
+    p = validate(TrainPriorParams, locals())
     runtime = check_runtime(p["runtime"])
     return fit_prior(
         p["labelled"],

@@ -228,12 +228,13 @@ results = []
 for stage, params, overrides in cases:
     fn = getattr(importlib.import_module(f"flows.{stage}"), stage)
     from flows._cli import run_stage
+    from flows.schema.stages import SCHEMAS
     with tempfile.TemporaryFile("w+") as err:
         sys.stderr.flush()
         saved = os.dup(2)
         os.dup2(err.fileno(), 2)
         try:
-            run_stage(fn, stage, ["--params", params, *overrides])
+            run_stage(fn, SCHEMAS[stage], ["--params", params, *overrides])
             code = 0
         except SystemExit as exc:
             code = exc.code

@@ -12,7 +12,8 @@ import yaml
 from dag_core.errors import DagError, RunInterrupted
 from flows._cli import run_cli, run_stage
 from flows._params import apply_overrides, load_group, read_group, stage_defaults
-from flows.schema import validate_stage
+from flows.schema.stages import validate_stage
+from flows.schema.synthesize import SynthesizeParams
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,14 +96,14 @@ def test_bad_params_file_and_override_are_one_line_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exc:
-        run_stage(_never, "synthesize", ["--params", str(tmp_path / "nope.yaml")])
+        run_stage(_never, SynthesizeParams, ["--params", str(tmp_path / "nope.yaml")])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: params file not found") and err.count("\n") == 1
     p = tmp_path / "params.yaml"
     p.write_text("synthesize:\n  steps: 3\n")
     with pytest.raises(SystemExit):
-        run_stage(_never, "synthesize", ["--params", str(p), "oops"])
+        run_stage(_never, SynthesizeParams, ["--params", str(p), "oops"])
     assert "override 'oops' is not of the form key=value" in capsys.readouterr().err
 
 

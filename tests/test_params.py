@@ -25,8 +25,8 @@ from dag_core.guidance import GuidanceConfig
 from dag_core.heads import HeadConfig
 from dag_core.prior import PriorConfig
 from flows._params import changed, stage_defaults
-from flows.schema import SCHEMAS, validate_stage
-from flows.schema.generation import POINT_KEYS
+from flows.schema.stages import SCHEMAS, validate_stage
+from flows.schema.sweep import POINT_KEYS
 from flows.schema.task_runner import TaskRunnerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,15 +146,15 @@ def test_runs_into_another_out_dir_keep_metrics_and_report_beside_their_data() -
 def test_choices_match_the_library() -> None:
     """The schemas' torch-free lists of choices and file names are the library's."""
     from dag_core import backbone, downstream, heads, prior, sampling, shards, sources
-    from dag_core.configs import synthesis
+    from dag_core.configs import synthesis, types
     from dag_core.metrics import fid
     from dag_core.nyu import SPLITS
-    from flows.schema import base, models, training
+    from flows.schema import base, label_subset, models
 
     assert synthesis.SAMPLER_NAMES == tuple(sampling.SAMPLERS) == synthesis.Sampler.__args__
-    assert synthesis.DEPTH_DTYPES == shards.DEPTH_DTYPES == synthesis.DepthDtype.__args__
-    assert training.Source.__args__ == sources.SOURCE_KINDS
-    assert training.NyuSplit.__args__ == SPLITS
+    assert types.DEPTH_DTYPES == shards.DEPTH_DTYPES == types.DepthDtype.__args__
+    assert label_subset.Source.__args__ == sources.SOURCE_KINDS
+    assert label_subset.NyuSplit.__args__ == SPLITS
     assert base.Extractor.__args__ == fid.EXTRACTORS
     assert models.POINTER_FILE == backbone.POINTER_FILE
     assert models.HEADS_META == heads.META_FILE

@@ -411,7 +411,7 @@ def test_every_stage_of_every_profile_reads_the_runtime_anchor(path: str) -> Non
     stage's schema, nested settings included (a profile typo fails here, not on a GPU)."""
     import yaml
 
-    from flows.schema import SCHEMAS, validate_stage
+    from flows.schema.stages import SCHEMAS, validate_stage
 
     data = yaml.safe_load((REPO / path).read_text())
     RuntimeConfig.from_params(data["runtime"])
@@ -461,7 +461,7 @@ def test_embedded_base_model_training_profiles_are_valid(path: str) -> None:
     import yaml
 
     from dag_core.backbone import TrainConfig
-    from flows.schema import validate_stage
+    from flows.schema.stages import validate_stage
 
     data = yaml.safe_load((REPO / "profiles" / path).read_text())
     assert set(data) == {"base_model"}

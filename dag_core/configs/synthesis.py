@@ -14,23 +14,19 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from dag_core.configs.guidance import GuidanceConfig
+from dag_core.configs.types import DepthDtype, Seed
 from dag_core.errors import ParamError
 from dag_core.validation import Checked
 
 SPEC_NAME = "_spec.json"
 #: the samplers of :data:`dag_core.sampling.SAMPLERS` (a test keeps them equal)
 SAMPLER_NAMES = ("ddpm", "ddim")
-#: the depth encodings of :data:`dag_core.shards.DEPTH_DTYPES` (a test keeps them equal)
-DEPTH_DTYPES = ("float16", "float32", "uint16mm")
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 PositiveInt = Annotated[int, Field(ge=1)]
-#: a run's seed (numpy's SeedSequence takes it with the sample index)
-Seed = Annotated[int, Field(ge=0, lt=2**32)]
 #: DDIM's stochasticity η
 Eta = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 Sampler = Literal["ddpm", "ddim"]
-DepthDtype = Literal["float16", "float32", "uint16mm"]
 
 
 def guidance_config(

@@ -6,14 +6,17 @@ typed and constrained, checked with :data:`dag_core.validation.STRICT`. Fields m
 itself, under the field's dotted key); fields marked :class:`Output` are paths the stage writes
 (checked writable before anything runs). What a stage reads is listed by its
 :meth:`StageParams.inputs` and checked present, of the right kind, and whole (shard datasets).
-Nothing here imports torch or Prefect; the shard reader (which needs torch) is imported only
-when an input folder actually holds shard datasets, after every value has been checked.
+:func:`validate` is THE check of a stage's params. Nothing here imports torch or Prefect; the
+shard reader (which needs torch) is imported only when an input folder actually holds shard
+datasets, after every value has been checked.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -23,7 +26,7 @@ from pydantic import BaseModel, Field
 from dag_core.configs.runtime import RuntimeSettings
 from dag_core.depthnorm import DepthNorm
 from dag_core.errors import ParamError
-from dag_core.validation import STRICT, Checked
+from dag_core.validation import STRICT, Checked, validate_model
 
 
 @dataclass(frozen=True)
@@ -202,3 +205,59 @@ def dataset_rows(path: str | Path) -> int:
     import json
 
     return int(json.loads((Path(path) / "_manifest.json").read_text())["total_rows"])
+
+
+#: params whose files a command line checked just before starting the flow: the flow's own check
+#: of the same params, next, does not hash the same datasets again (each mark is used once, so a
+#: served deployment or a pipeline checks every run afresh)
+_FILES_CHECKED: set[str] = set()
+
+
+def validate(
+    schema: type[StageParams],
+    params: Mapping[str, Any],
+    *,
+    files: bool = True,
+    mark: bool = False,
+) -> dict[str, Any]:
+    """Check a stage's whole params group; return it resolved, as a new deep copy.
+
+    In order, each failure one :class:`~dag_core.errors.DagError` naming the dotted key and its
+    value: names and types of every parameter (strict; unknown and missing ones), the settings
+    of every nested group (``guidance``, ``config``, ``runtime``, ...), rules between values,
+    then every output path (writable; a file where a file goes). With ``files``: every input
+    (present; shard datasets whole, checksums included) and the cheap model checks (model
+    folders of the right kind, steps and τ within their schedules).
+
+    Args:
+        schema: The stage's schema (e.g. :class:`flows.schema.synthesize.SynthesizeParams`).
+        params: Its params, complete (params.yaml's group with the run's changes).
+        files: Also check inputs and models (off for a pipeline's up-front check, whose earlier
+            stages write the later ones' inputs).
+        mark: The flow is started next in this process with the returned params: its own
+            check skips the files checked here.
+
+    Returns:
+        The params with values that depend on others filled in (e.g. ``synthesize``'s metrics
+        and report beside a non-default ``out_dir``).
+    """
+    stage = schema.stage
+    p = copy.deepcopy(dict(params))
+    validate_model(schema, p, stage, noun="parameter")
+    for name, cls in schema.nested().items():
+        cls.from_params(p[name], schema.key(name))
+    schema.check(p)
+    p = schema.resolve(p)
+    for name, kind in schema.outputs().items():
+        check_output(schema.key(name), p[name], kind)
+    if files:
+        digest = f"{stage}:{json.dumps(p, sort_keys=True, default=str)}"
+        if digest in _FILES_CHECKED:
+            _FILES_CHECKED.discard(digest)
+        else:
+            for item in schema.inputs(p):
+                check_input(item)
+            schema.check_models(p)
+            if mark:
+                _FILES_CHECKED.add(digest)
+    return copy.deepcopy(p)

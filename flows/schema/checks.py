@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dag_core.configs.guidance import GuidanceConfig
 from dag_core.errors import ParamError
 from flows.schema import models
 from flows.schema.base import dataset_rows
@@ -33,35 +32,6 @@ def check_timesteps(key: Any, base_model: str, name: str, values: list[int]) -> 
     t = models.base_model_timesteps(key("base_model"), base_model)
     if t is not None and max(values) >= t:
         raise ParamError(key(name), max(values), f"must be < the base model's T = {t}")
-
-
-def check_sampling(key: Any, p: dict[str, Any], guided: list[GuidanceConfig]) -> None:
-    """Base model, heads and (for DPG) prior of a sampling stage: present and compatible with
-    the steps and with every guided config's τ."""
-    t = models.base_model_timesteps(key("base_model"), p["base_model"])
-    if t is not None and p["steps"] > t:
-        raise ParamError(key("steps"), p["steps"], f"must be <= the base model's T = {t}")
-    heads = models.heads_info(key("heads"), p["heads"])
-    heads_t = int(heads.get("num_train_timesteps", 1000))
-    if t is not None and guided and heads_t != t:
-        raise ParamError(
-            key("heads"), p["heads"], f"heads assume T={heads_t}, base model has T={t}"
-        )
-    dpg = [c for c in guided if c.w_dp > 0]
-    if dpg and p["prior"] is not None:
-        prior = models.prior_info(key("prior"), p["prior"])
-        if prior.get("norm") != heads.get("norm"):
-            raise ParamError(
-                key("prior"),
-                p["prior"],
-                f"depth normalisation {prior.get('norm')} differs from the heads' "
-                f"{heads.get('norm')}",
-            )
-        for config in dpg:
-            try:
-                config.check_tau(prior["num_train_timesteps"])
-            except ParamError as exc:
-                raise exc.rebased("guidance", key("guidance")) from None
 
 
 def check_floor(key: str, floor: str, n: int) -> None:
