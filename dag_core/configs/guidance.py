@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PlainValidator
 
 from dag_core.errors import ParamError
-from dag_core.validation import Checked
+from dag_core.validation import Checked, check_value
 
 #: what a guidance scale means (:mod:`dag_core.strength`)
 SCALE_MODES = ("mean", "paper")
@@ -24,16 +24,19 @@ DPG_GRADIENTS = ("full", "sds")
 Scale = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 #: a fraction of the noise schedule, t/T ∈ [0, 1]
 Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
 #: a positive finite number, or null (off)
 PositiveOrNone = Annotated[float, Field(gt=0, allow_inf_nan=False)] | None
 
 
 def _tau(value: Any) -> int | str:
-    if value == "random" and isinstance(value, str):
+    """``"random"`` or an int >= 0 (one message for both members of the union)."""
+    if isinstance(value, str) and value == "random":
         return value
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError("must be an int >= 0 or 'random'")
-    return value
+    try:
+        return check_value(NonNegativeInt, value, "tau")
+    except ParamError:
+        raise ValueError("must be an int >= 0 or 'random'") from None
 
 
 @dataclass
@@ -65,8 +68,8 @@ class GuidanceConfig(Checked):
     w_dc: Scale = 0.3
     w_dp: Scale = 0.5
     tau: Annotated[int | str, PlainValidator(_tau)] = "random"
-    tau_min: Annotated[int, Field(ge=0)] = 50
-    tau_max: Annotated[int, Field(ge=0)] = 500
+    tau_min: NonNegativeInt = 50
+    tau_max: NonNegativeInt = 500
     window: tuple[Fraction, Fraction] = (0.0, 0.6)
     grad_clip: PositiveOrNone = None
     grad_norm: bool = False
