@@ -52,6 +52,9 @@ from dag_core.unet_configs import CHURCH_256_CONFIG, CHURCH_256_SCHEDULER, tiny_
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GB = 1024**3
+#: the issue's guided setting: w = 40 in mean mode at every step (GuidanceConfig's defaults are
+#: now params.yaml's, paper mode with w 0.3 / 0.5 in a window)
+ISSUE_GUIDANCE = {"w_dc": 40.0, "w_dp": 40.0, "scale_mode": "mean", "window": (0.0, 1.0)}
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,7 @@ class Mode:
             rt.prepare(unet, device)
         self.rt, self.unet, self.device, self.guided = rt, unet, device, guided
         self.guidance = (
-            RuntimeGuidance(unet, heads, prior, GuidanceConfig(w_dc=40.0, w_dp=40.0), rt)
+            RuntimeGuidance(unet, heads, prior, GuidanceConfig(**ISSUE_GUIDANCE), rt)
             if guided
             else None
         )

@@ -67,9 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     unet, heads, prior = _setup()
     seeds = list(range(args.batch))
     scheduler = make_scheduler(CHURCH_256_SCHEDULER, "ddim", args.steps)
-    guided = DepthGuidance(unet, heads, prior, GuidanceConfig())
-    windowed = DepthGuidance(unet, heads, prior, GuidanceConfig(window=(0.0, 0.5)))
-    dcg_only = DepthGuidance(unet, heads, None, GuidanceConfig(w_dp=0.0))
+    every_step = {"w_dc": 40.0, "w_dp": 40.0, "scale_mode": "mean", "window": (0.0, 1.0)}
+    guided = DepthGuidance(unet, heads, prior, GuidanceConfig(**every_step))
+    windowed = DepthGuidance(
+        unet, heads, prior, GuidanceConfig(**every_step | {"window": (0.0, 0.5)})
+    )
+    dcg_only = DepthGuidance(unet, heads, None, GuidanceConfig(**every_step | {"w_dp": 0.0}))
     modes: dict[str, Callable[[], object]] = {
         "unguided": lambda: sample(unet, scheduler, seeds),
         "guided": lambda: sample(unet, scheduler, seeds, guidance=guided),

@@ -30,6 +30,7 @@ from diffusers.training_utils import EMAModel
 from PIL import Image
 
 from dag_core.atomic import atomic_open, atomic_path, write_text_atomic
+from dag_core.configs.backbone import TrainConfig
 from dag_core.errors import DagError
 from dag_core.sampling import make_scheduler
 from dag_core.unet_configs import CHURCH_256_SCHEDULER, church_like_config
@@ -200,65 +201,6 @@ def model_hash(model: str | Path | torch.nn.Module) -> str:
         h.update(f"{name}:{t.dtype}:{tuple(tensor.shape)}".encode())
         h.update(t.view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-@dataclass
-class TrainConfig:
-    """The embedded tiny DDPM: church-256 block layout scaled down, ε-prediction, linear β.
-
-    Defaults (32×32 world scenes) take ≈ 620 CPU-seconds on one core: ≈ 6–7 minutes on 2 cores.
-    """
-
-    resolution: int = 32
-    channels: tuple[int, ...] = (32, 32, 64, 64, 128, 128)
-    norm_num_groups: int = 8
-    batch_size: int = 16
-    steps: int = 1800
-    lr: float = 1e-3
-    warmup: int = 50
-    ema_decay: float = 0.995
-    seed: int = 0
-    num_train_timesteps: int = 1000
-    preview_samples: int = 16
-    preview_steps: int = 50
-    #: dtype of the saved weights: float16 halves the file (the shipped embedded model); loading
-    #: always casts to float32, so the hash and every later stage see the same numbers.
-    weights_dtype: str = "float32"
-    #: warm start: a local diffusers folder with this exact layout whose weights training
-    #: continues from (a fresh optimiser, LR schedule and EMA); None = random initialisation.
-    init_from: str | None = None
-
-    def __post_init__(self) -> None:
-        self.channels = tuple(int(c) for c in self.channels)
-        if self.init_from is not None and not (
-            isinstance(self.init_from, str) and (Path(self.init_from) / "unet").is_dir()
-        ):
-            raise DagError(
-                f"base model init_from must be a local diffusers folder with a unet/, "
-                f"got {self.init_from!r}"
-            )
-        for name in ("resolution", "batch_size", "steps", "num_train_timesteps", "preview_steps"):
-            if int(getattr(self, name)) <= 0:
-                raise DagError(f"base model {name} must be positive, got {getattr(self, name)}")
-        if self.resolution % 32:
-            raise DagError(f"base model resolution must be a multiple of 32, got {self.resolution}")
-        if len(self.channels) != 6 or any(c % self.norm_num_groups for c in self.channels):
-            raise DagError(
-                f"base model channels must be 6 multiples of norm_num_groups="
-                f"{self.norm_num_groups}, got {list(self.channels)}"
-            )
-        if not (self.lr > 0 and 0 <= self.ema_decay < 1 and self.warmup >= 0):
-            raise DagError(
-                f"base model needs lr > 0, 0 <= ema_decay < 1, warmup >= 0; got lr={self.lr}, "
-                f"ema_decay={self.ema_decay}, warmup={self.warmup}"
-            )
-        if self.weights_dtype not in WEIGHT_DTYPES:
-            raise DagError(
-                f"base model weights_dtype must be one of {', '.join(WEIGHT_DTYPES)}, "
-                f"got {self.weights_dtype!r}"
-            )
-        if self.preview_samples < 0:
-            raise DagError(f"base model preview_samples must be >= 0, got {self.preview_samples}")
 
 
 def _check_batch(x0: torch.Tensor, config: TrainConfig) -> None:

@@ -12,31 +12,42 @@ The mapping is stored with every checkpoint so heads, prior and evaluation can n
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Literal
 
-import torch
+from pydantic import Field
 
-from dag_core.errors import DagError
+from dag_core.validation import Checked
+
+if TYPE_CHECKING:  # tensors come in as arguments; this module itself imports no torch
+    import torch
 
 NORM_KINDS = ("log", "linear")
+Depth = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 @dataclass(frozen=True)
-class DepthNorm:
-    """Invertible map between metric depth (metres) and x ∈ [-1, 1]; depth clamped to the range."""
+class DepthNorm(Checked):
+    """Invertible map between metric depth (metres) and x ∈ [-1, 1]; depth clamped to the range.
 
-    kind: str = "log"
-    min_depth: float = 0.25
-    max_depth: float = 10.0
+    The defaults are the ``depth_norm`` group of params.yaml (a test compares them).
 
-    def __post_init__(self) -> None:
-        if self.kind not in NORM_KINDS:
-            raise DagError(f"unknown depth normalisation '{self.kind}'; expected log or linear")
-        if not 0 < self.min_depth < self.max_depth:
-            raise DagError(
-                f"depth range must satisfy 0 < min_depth < max_depth, "
-                f"got {self.min_depth}..{self.max_depth}"
+    Args:
+        kind: ``log`` (equal relative error everywhere in the range) or ``linear``.
+        min_depth: Depth (metres) mapped to -1; smaller depths are clamped.
+        max_depth: Depth (metres) mapped to 1; larger depths are clamped.
+    """
+
+    key = "depth_norm"
+
+    kind: Literal["log", "linear"] = "log"
+    min_depth: Depth = 0.25
+    max_depth: Depth = 10.0
+
+    def check(self) -> None:
+        if not self.min_depth < self.max_depth:
+            raise self._fail(
+                "min_depth", f"depth range must satisfy 0 < min_depth < max_depth={self.max_depth}"
             )
 
     def _bounds(self) -> tuple[float, float]:
@@ -61,14 +72,4 @@ class DepthNorm:
     @staticmethod
     def valid(depth: torch.Tensor) -> torch.Tensor:
         """Mask of pixels with a measured depth (finite and > 0; NYU stores holes as 0)."""
-        return torch.isfinite(depth) & (depth > 0)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DepthNorm:
-        unknown = set(data) - {"kind", "min_depth", "max_depth"}
-        if unknown:
-            raise DagError(f"unknown depth normalisation field(s): {', '.join(sorted(unknown))}")
-        return cls(**data)
+        return depth.isfinite() & (depth > 0)

@@ -38,14 +38,12 @@ import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
+from dag_core.configs.guidance import DPG_GRADIENTS, GuidanceConfig
 from dag_core.errors import DagError
 from dag_core.features import FeatureExtractor
 from dag_core.heads import DepthHeads
 from dag_core.prior import DepthPrior
-from dag_core.strength import check_scale_mode, loss_reduction
-
-#: how ∇L_dp is taken: through ε_φ as written, or score-distillation style (see :func:`dpg_loss`)
-DPG_GRADIENTS = ("full", "sds")
+from dag_core.strength import loss_reduction
 
 
 def _reduce(per_pixel: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -141,107 +139,6 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
     x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
     return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
-def _check_scale(name: str, value: float) -> None:
-    if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-        raise DagError(f"guidance scale {name} must be a finite number >= 0, got {value}")
-
-
-@dataclass
-class GuidanceConfig:
-    """Scales and schedule of depth guidance.
-
-    ``tau`` is the prior's noise level for DPG: a fixed int, or ``"random"`` = drawn per step and
-    per sample uniformly in [tau_min, tau_max] (inclusive; a moderate range where ε_φ sees the
-    depth's structure but is not asked to denoise nearly clean maps). ``window`` = (lo, hi):
-    guidance is applied only when t/T ∈ [lo, hi] (t/T ≈ 1 is pure noise). ``grad_clip`` bounds the
-    per-sample L2 norm of the guidance gradient g; ``nan_guard`` zeroes non-finite ones per
-    sample. ``scale_mode`` says what w means (:mod:`dag_core.strength`): ``paper`` (summed losses,
-    g scaled by Σ_t / folded into ε as classifier guidance) or ``mean`` (per-pixel mean losses,
-    g subtracted as is). ``grad_norm`` rescales each term's gradient to unit per-pixel RMS before
-    weighting, so w_k becomes the term's RMS step; ``grad_blur`` low-passes g with a Gaussian of
-    that many pixels; ``dpg_gradient`` is ``full`` (∇L_dp as written) or ``sds`` (without the
-    prior's Jacobian).
-    """
-
-    w_dc: float = 40.0
-    w_dp: float = 40.0
-    tau: int | str = "random"
-    tau_min: int = 50
-    tau_max: int = 500
-    window: tuple[float, float] = (0.0, 1.0)
-    grad_clip: float | None = None
-    grad_norm: bool = False
-    dpg_gradient: str = "full"
-    grad_blur: float | None = None
-    nan_guard: bool = True
-    scale_mode: str = "mean"
-
-    def __post_init__(self) -> None:
-        check_scale_mode(self.scale_mode)
-        _check_scale("w_dc", self.w_dc)
-        _check_scale("w_dp", self.w_dp)
-        if isinstance(self.tau, str):
-            if self.tau != "random":
-                raise DagError(f"guidance tau must be an int or 'random', got '{self.tau}'")
-        elif isinstance(self.tau, bool) or not isinstance(self.tau, int) or self.tau < 0:
-            raise DagError(f"guidance tau must be an int >= 0 or 'random', got {self.tau}")
-        if (
-            not (isinstance(self.tau_min, int) and isinstance(self.tau_max, int))
-            or not 0 <= self.tau_min <= self.tau_max
-        ):
-            raise DagError(
-                f"guidance tau range must satisfy 0 <= tau_min <= tau_max, "
-                f"got {self.tau_min}..{self.tau_max}"
-            )
-        window = tuple(self.window)
-        if (
-            len(window) != 2
-            or not all(isinstance(v, int | float) and math.isfinite(v) for v in window)
-            or not 0.0 <= window[0] <= window[1] <= 1.0
-        ):
-            raise DagError(f"guidance window must satisfy 0 <= lo <= hi <= 1, got {self.window}")
-        self.window = (float(window[0]), float(window[1]))
-        if self.grad_clip is not None and not (
-            isinstance(self.grad_clip, int | float)
-            and math.isfinite(self.grad_clip)
-            and self.grad_clip > 0
-        ):
-            raise DagError(f"guidance grad_clip must be None or > 0, got {self.grad_clip}")
-        if self.dpg_gradient not in DPG_GRADIENTS:
-            raise DagError(
-                f"guidance dpg_gradient must be one of {', '.join(DPG_GRADIENTS)}, "
-                f"got {self.dpg_gradient!r}"
-            )
-        if not isinstance(self.grad_norm, bool):
-            raise DagError(f"guidance grad_norm must be true or false, got {self.grad_norm!r}")
-        if self.grad_blur is not None and not (
-            isinstance(self.grad_blur, int | float)
-            and math.isfinite(self.grad_blur)
-            and self.grad_blur > 0
-        ):
-            raise DagError(f"guidance grad_blur must be None or > 0 pixels, got {self.grad_blur}")
-
-    @property
-    def enabled(self) -> bool:
-        """Whether any guidance scale is positive."""
-        return self.w_dc > 0 or self.w_dp > 0
-
-    def active(self, t: int | torch.Tensor, num_train_timesteps: int) -> bool:
-        """Whether guidance applies at timestep ``t`` (enabled and t/T inside the window)."""
-        if not self.enabled:
-            return False
-        lo, hi = self.window
-        return lo <= int(t) / num_train_timesteps <= hi
-
-    def check_tau(self, num_train_timesteps: int) -> None:
-        """DagError unless every τ this config can draw is a valid prior timestep."""
-        top = self.tau if isinstance(self.tau, int) else self.tau_max
-        if top >= num_train_timesteps:
-            raise DagError(
-                f"guidance tau {top} out of range for a prior with {num_train_timesteps} timesteps"
-            )
 
 
 @dataclass

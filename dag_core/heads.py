@@ -20,7 +20,6 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from dag_core.atomic import atomic_path, write_text_atomic
+from dag_core.configs.heads import HeadConfig
 from dag_core.depthnorm import DepthNorm
 from dag_core.errors import DagError
 from dag_core.features import (
@@ -52,55 +52,6 @@ Batch = tuple[Tensor, Tensor]
 Batches = Iterable[Batch] | Callable[[int], Batch]
 #: ``(feature maps, side) -> g_t``: resize each map to side², concatenate on channels
 Upsample = Callable[[Sequence[Tensor], int], Tensor]
-
-
-@dataclass
-class HeadConfig:
-    """Architecture and training hyper-parameters of the two depth heads.
-
-    ``pixels_per_image`` valid pixels per image are regressed per step (bounds memory); t is drawn
-    uniformly from [0, ``t_max`` or T). Defaults are sized for a CPU run on ~100 labelled images.
-    """
-
-    strong_blocks: tuple[int, ...] = (2, 4, 5, 6, 7)
-    weak_blocks: tuple[int, ...] = (6,)
-    hidden: tuple[int, ...] = (128, 64)
-    time_dim: int = 64
-    steps: int = 500
-    batch_size: int = 2
-    pixels_per_image: int = 4096
-    lr: float = 1e-3
-    t_max: int | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        self.strong_blocks = tuple(int(k) for k in self.strong_blocks)
-        self.weak_blocks = tuple(int(k) for k in self.weak_blocks)
-        self.hidden = tuple(int(h) for h in self.hidden)
-        if not self.strong_blocks or not self.weak_blocks:
-            raise DagError("strong_blocks and weak_blocks must each name at least one layer")
-        if any(h < 1 for h in self.hidden) or self.time_dim < 2 or self.time_dim % 2:
-            raise DagError(
-                f"hidden widths must be >= 1 and time_dim even >= 2, got {self.hidden}, "
-                f"{self.time_dim}"
-            )
-        for name in ("steps", "batch_size", "pixels_per_image"):
-            if getattr(self, name) < 1:
-                raise DagError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise DagError(f"lr must be > 0, got {self.lr}")
-        if self.t_max is not None and self.t_max < 1:
-            raise DagError(f"t_max must be >= 1, got {self.t_max}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> HeadConfig:
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise DagError(f"unknown head config field(s): {', '.join(sorted(unknown))}")
-        return cls(**data)
 
 
 class DepthHead(nn.Module):

@@ -21,55 +21,20 @@ import csv
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 
 from dag_core.atomic import replace_dir
+from dag_core.configs.prior import PriorConfig
 from dag_core.depthnorm import DepthNorm
 from dag_core.errors import DagError
 
 PRIOR_JSON = "prior.json"
 TRAIN_LOG = "train_log.csv"
-
-
-@dataclass
-class PriorConfig:
-    """Architecture and optimisation of ε_φ (defaults: ~2-3 min on 2 CPU cores at 32²)."""
-
-    resolution: int = 32
-    channels: tuple[int, ...] = (32, 64, 64)
-    layers_per_block: int = 1
-    num_train_timesteps: int = 1000
-    steps: int = 800
-    batch_size: int = 16
-    lr: float = 2e-4
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        self.channels = tuple(int(c) for c in self.channels)
-        if not self.channels or any(c <= 0 for c in self.channels):
-            raise DagError(f"prior channels must be positive, got {list(self.channels)}")
-        levels = 2 ** (len(self.channels) - 1)
-        if self.resolution <= 0 or self.resolution % levels:
-            raise DagError(
-                f"prior resolution {self.resolution} must be a positive multiple of {levels} "
-                f"for {len(self.channels)} levels"
-            )
-        for name in ("layers_per_block", "num_train_timesteps", "steps", "batch_size"):
-            if int(getattr(self, name)) <= 0:
-                raise DagError(f"prior {name} must be positive, got {getattr(self, name)}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise DagError(f"prior lr must be a positive finite number, got {self.lr}")
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["channels"] = list(self.channels)
-        return data
 
 
 def prior_unet(config: PriorConfig) -> UNet2DModel:

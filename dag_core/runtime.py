@@ -30,72 +30,26 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
 from torch import nn
 
+from dag_core.configs.runtime import RuntimeSettings
 from dag_core.errors import DagError
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
-_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 #: settings that can change the bytes of generated samples (recorded in synthesis specs); compiled
 #: and channels_last kernels may round differently on a GPU, so they count too
 RESULT_KEYS = ("precision", "deterministic", "head_resolution", "compile", "channels_last")
 
 
-@dataclass(frozen=True)
-class RuntimeConfig:
-    """The ``runtime`` params group (see module doc). Frozen and hashable (used as a cache key)."""
-
-    device: str = "auto"
-    precision: str = "fp32"
-    compile: bool = False
-    deterministic: bool = False
-    channels_last: bool = False
-    head_resolution: int | None = None
-    guidance_chunk: int | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.device, str) or not _DEVICE.match(self.device):
-            raise DagError(f"runtime.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if self.precision not in PRECISIONS:
-            raise DagError(
-                f"runtime.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
-            )
-        for name in ("compile", "deterministic", "channels_last"):
-            if not isinstance(getattr(self, name), bool):
-                raise DagError(f"runtime.{name} must be true or false, got {getattr(self, name)!r}")
-        for name in ("head_resolution", "guidance_chunk"):
-            value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1
-            ):
-                raise DagError(f"runtime.{name} must be null or an int >= 1, got {value!r}")
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any] | RuntimeConfig | None) -> RuntimeConfig:
-        """Build from a params.yaml mapping (None = defaults); unknown keys are an error."""
-        if isinstance(params, RuntimeConfig):
-            return params
-        if params is None:
-            return cls()
-        if not isinstance(params, Mapping):
-            raise DagError(f"runtime must be a mapping, got {params!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise DagError(
-                f"unknown runtime setting(s) {', '.join(unknown)}; expected some of "
-                f"{', '.join(sorted(known))}"
-            )
-        return cls(**dict(params))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+class RuntimeConfig(RuntimeSettings):
+    """The ``runtime`` params group (see module doc) with what needs torch: device resolution,
+    autocast, compilation. Frozen and hashable (used as a cache key); the fields and their
+    checks are those of :class:`~dag_core.configs.runtime.RuntimeSettings`, and
+    ``RuntimeConfig.from_params(mapping | None)`` builds one from params."""
 
     @property
     def dtype(self) -> torch.dtype:

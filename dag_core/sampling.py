@@ -13,20 +13,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
+from pydantic import Field
 from tqdm.auto import tqdm
 
-from dag_core.errors import DagError
+from dag_core.errors import DagError, ParamError
 from dag_core.guidance import DepthGuidance
 from dag_core.heads import DepthHeads, predict_depth
 from dag_core.strength import guided_step
+from dag_core.validation import check_value
 
 SAMPLERS: dict[str, type[SchedulerMixin]] = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
+Steps = Annotated[int, Field(ge=1)]
+Seed = Annotated[int, Field(ge=0)]
 
 
 def make_scheduler(
@@ -39,13 +43,10 @@ def make_scheduler(
     config = base_scheduler.config if isinstance(base_scheduler, SchedulerMixin) else base_scheduler
     scheduler = SAMPLERS[sampler].from_config(dict(config))
     train_steps = int(scheduler.config.num_train_timesteps)
-    if (
-        isinstance(num_inference_steps, bool)
-        or not isinstance(num_inference_steps, int)
-        or not 1 <= num_inference_steps <= train_steps
-    ):
-        raise DagError(
-            f"num_inference_steps must be an int in 1..{train_steps}, got {num_inference_steps}"
+    check_value(Steps, num_inference_steps, "num_inference_steps")
+    if num_inference_steps > train_steps:
+        raise ParamError(
+            "num_inference_steps", num_inference_steps, f"must be <= the model's T = {train_steps}"
         )
     scheduler.set_timesteps(num_inference_steps)
     return scheduler
@@ -59,8 +60,7 @@ def per_sample_generators(
         raise DagError("need at least one seed")
     generators = []
     for seed in seeds:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise DagError(f"seed must be a non-negative int, got {seed!r}")
+        check_value(Seed, seed, "seed")
         generators.append(torch.Generator(device=device).manual_seed(seed))
     return generators
 

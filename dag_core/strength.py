@@ -33,9 +33,8 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from dag_core.configs.guidance import SCALE_MODES
 from dag_core.errors import DagError
-
-SCALE_MODES = ("mean", "paper")
 
 
 def check_scale_mode(mode: str) -> str:

@@ -4,7 +4,8 @@ A sweep samples the same ``num_samples`` seeds at every point w = w_dc = w_dp of
 (scale mode, guidance window) series, plus named *remedy* series with other guidance settings on
 the first mode and window, so each guided set is compared with the unguided one (w = 0, shared by
 every series) sample by sample (:class:`~dag_core.metrics.scorer.Scorer`). Each series becomes one
-CSV with the columns :data:`COLUMNS` (:func:`write_sweep_csvs`).
+CSV with the columns :data:`COLUMNS` (:func:`write_sweep_csvs`). Which points there are and the
+checks of a design are torch-free, in :mod:`dag_core.configs.sweep` (re-exported here).
 """
 
 from __future__ import annotations
@@ -19,10 +20,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dag_core.atomic import atomic_open
-from dag_core.errors import DagError
+from dag_core.configs.sweep import (
+    check_remedies,
+    check_sweep,
+    mode_scales,
+    point_settings,
+    remedy_settings,
+    series_name,
+)
 from dag_core.runtime import RuntimeConfig
 from dag_core.shards import write_manifest
-from dag_core.synthesis import SynthesisModels, SynthesisSpec, guidance_config, render_shard
+from dag_core.synthesis import SynthesisModels, SynthesisSpec, render_shard
 
 if TYPE_CHECKING:  # the scorer loads torch-fidelity
     from dag_core.metrics.scorer import GeneratedSet, Scorer
@@ -58,6 +66,22 @@ COLUMNS = (
     "floor_consistency_abs_rel",
 )
 FLOOR_METRICS = ("dfid", "fid", "consistency_abs_rel")
+__all__ = [
+    "COLUMNS",
+    "FLOOR_METRICS",
+    "SweepSeries",
+    "check_remedies",
+    "check_sweep",
+    "mode_scales",
+    "point_settings",
+    "remedy_settings",
+    "render_point",
+    "run_sweep",
+    "series_name",
+    "sweep_series",
+    "variant_name",
+    "write_sweep_csvs",
+]
 
 
 @dataclass(frozen=True)
@@ -71,108 +95,9 @@ class SweepSeries:
     overrides: dict[str, Any] | None = None
 
 
-def series_name(mode: str, window: list[float] | tuple[float, float]) -> str:
-    """File stem of one sweep series: ``<mode>_<lo>-<hi>`` (e.g. ``paper_0-0.6``)."""
-    return f"{mode}_{float(window[0]):g}-{float(window[1]):g}"
-
-
 def variant_name(text: str) -> str:
     """A plain folder name for one sweep point (``paper_0-0.6-w0.3`` → ``paper_0-0_6-w0_3``)."""
     return re.sub(r"[^A-Za-z0-9_-]", "_", text)
-
-
-def mode_scales(scales: list[float] | dict[str, list[float]], mode: str) -> list[float]:
-    """The scales of ``mode``: one list for every mode, or a ``{mode: [w, ...]}`` mapping (w
-    means different things per mode, :mod:`dag_core.strength`); sorted, 0 always included."""
-    chosen = scales.get(mode) if isinstance(scales, dict) else scales
-    if not chosen:
-        raise DagError(f"sweep has no scales for mode '{mode}'")
-    return sorted({0.0, *(float(w) for w in chosen)})
-
-
-def point_settings(
-    guidance: dict[str, Any],
-    mode: str,
-    window: list[float] | tuple[float, float],
-    w: float,
-    overrides: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Guidance settings of one sweep point: the shared ``guidance``, w_dc = w_dp = w, the mode
-    and window, then a remedy's ``overrides`` (``w_dc: 0`` = DPG alone)."""
-    return {
-        **guidance,
-        "w_dc": w,
-        "w_dp": w,
-        "scale_mode": mode,
-        "window": list(window),
-        **(overrides or {}),
-    }
-
-
-def remedy_settings(
-    guidance: dict[str, Any],
-    modes: list[str],
-    windows: list[list[float]],
-    remedy: dict[str, Any],
-    w: float,
-) -> dict[str, Any]:
-    """Settings of one remedy point: :func:`point_settings` on the first mode and window."""
-    return point_settings(guidance, modes[0], windows[0], w, remedy.get("guidance"))
-
-
-def check_remedies(
-    remedies: dict[str, Any],
-    guidance: dict[str, Any],
-    modes: list[str],
-    windows: list[list[float]],
-) -> None:
-    """One-line errors for remedy series (name, scales, guidance overrides) before sampling."""
-    if not isinstance(remedies, dict):
-        raise DagError(f"sweep remedies must map names to {{scales, guidance}}, got {remedies!r}")
-    taken = {series_name(m, w) for m in modes for w in windows}
-    for name, remedy in remedies.items():
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name in taken:
-            raise DagError(f"sweep remedy name {name!r} must be a new plain name ([A-Za-z0-9_-])")
-        if not isinstance(remedy, dict) or set(remedy) - {"scales", "guidance"}:
-            raise DagError(f"sweep remedy '{name}' must map scales and guidance, got {remedy!r}")
-        scales = remedy.get("scales")
-        if not isinstance(scales, list) or not scales:
-            raise DagError(f"sweep remedy '{name}' needs a non-empty scales list, got {scales!r}")
-        overrides = remedy.get("guidance", {})
-        if not isinstance(overrides, dict):
-            raise DagError(f"sweep remedy '{name}' guidance must be a mapping")
-        fixed = {k: overrides[k] for k in ("w_dc", "w_dp") if k in overrides}
-        if len(fixed) == 2 or any(v != 0 for v in fixed.values()):
-            # w = 0 of every series is the shared unguided set, and w must move something
-            raise DagError(
-                f"sweep remedy '{name}' may only switch one term off (w_dc: 0 or w_dp: 0), "
-                f"got {fixed}"
-            )
-        for w in scales:
-            if isinstance(w, bool) or not isinstance(w, int | float):
-                raise DagError(f"sweep remedy '{name}' scale must be a number, got {w!r}")
-            guidance_config(f"remedy {name}", remedy_settings(guidance, modes, windows, remedy, w))
-
-
-def check_sweep(
-    modes: list[str],
-    scales: list[float] | dict[str, list[float]],
-    windows: list[list[float]],
-    num_samples: int,
-) -> None:
-    """One-line errors for a sweep that cannot run, before anything is sampled."""
-    from dag_core.guidance import GuidanceConfig
-
-    if not modes or not scales or not windows:
-        raise DagError("sweep needs at least one mode, one scale and one window")
-    if isinstance(scales, dict) and set(scales) - set(modes):
-        raise DagError(f"sweep scales name unknown mode(s) {sorted(set(scales) - set(modes))}")
-    for mode in modes:
-        for window in windows:
-            for w in mode_scales(scales, mode):
-                GuidanceConfig(w_dc=w, w_dp=w, scale_mode=mode, window=tuple(window))
-    if num_samples < 2:
-        raise DagError(f"sweep num_samples must be >= 2, got {num_samples}")
 
 
 def sweep_series(

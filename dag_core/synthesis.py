@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,101 +29,22 @@ from diffusers import UNet2DModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from dag_core.backbone import load_base_model, model_hash
+from dag_core.configs.synthesis import SPEC_NAME, SynthesisSpec, guidance_config
 from dag_core.errors import DagError
 from dag_core.features import FeatureExtractor
-from dag_core.guidance import DepthGuidance, GuidanceConfig, dcg_loss, dpg_loss
+from dag_core.guidance import DepthGuidance, dcg_loss, dpg_loss
 from dag_core.guidance_runtime import RuntimeGuidance
 from dag_core.heads import DepthHeads
 from dag_core.prior import DepthPrior, load_prior
 from dag_core.runtime import RuntimeConfig
-from dag_core.sampling import SAMPLERS, make_scheduler, sample
-from dag_core.shards import DEPTH_DTYPES, Sample, write_shard
-
-SPEC_NAME = "_spec.json"
-_VARIANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+from dag_core.sampling import make_scheduler, sample
+from dag_core.shards import Sample, write_shard
 
 
 def sample_seed(seed: int, index: int) -> int:
     """The seed of sample ``index`` in a run seeded ``seed`` (independent of batching/sharding)."""
     state = np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint32)[0]
     return int(state) & 0x7FFF_FFFF
-
-
-@dataclass(frozen=True)
-class SynthesisSpec:
-    """Everything that determines the bytes of a synthetic dataset (stored as ``_spec.json``)."""
-
-    num_samples: int
-    shard_size: int
-    seed: int = 0
-    sampler: str = "ddim"
-    steps: int = 50
-    eta: float = 0.0
-    depth_dtype: str = "float16"
-    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
-    hashes: dict[str, str] = field(default_factory=dict)
-    #: the runtime settings that can change bytes (:meth:`RuntimeConfig.result_record`)
-    runtime: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        """Validate every value that a sampler, scheduler or numpy would reject later, so a
-        bad spec fails before any output is touched (the steps' upper bound needs the model's
-        scheduler: see :func:`check_spec_fits`)."""
-        for name, low in (("num_samples", 1), ("shard_size", 1), ("seed", 0), ("steps", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise DagError(f"{name} must be an int >= {low}, got {value!r}")
-        if self.seed >= 2**32:
-            raise DagError(f"seed must be < 2**32, got {self.seed}")
-        if self.sampler not in SAMPLERS:
-            raise DagError(
-                f"unknown sampler {self.sampler!r}; expected one of {', '.join(SAMPLERS)}"
-            )
-        eta = self.eta
-        if isinstance(eta, bool) or not isinstance(eta, int | float) or not 0.0 <= eta <= 1.0:
-            raise DagError(f"eta must be a number in [0, 1] (DDIM stochasticity), got {eta!r}")
-        if eta != 0.0 and self.sampler != "ddim":
-            raise DagError(f"eta={eta} only applies to the ddim sampler, not {self.sampler!r}")
-        if self.depth_dtype not in DEPTH_DTYPES:
-            raise DagError(
-                f"unknown depth_dtype {self.depth_dtype!r}; expected one of "
-                f"{', '.join(DEPTH_DTYPES)}"
-            )
-        if not self.variants:
-            raise DagError("no synthesis variants given (expected e.g. unguided and dag)")
-        for name, cfg in self.variants.items():
-            if not isinstance(name, str) or not _VARIANT_RE.match(name):
-                raise DagError(f"variant name {name!r} must be a plain folder name ([A-Za-z0-9_-])")
-            if not isinstance(cfg, dict):
-                raise DagError(f"variant '{name}' must map guidance settings, got {cfg!r}")
-            guidance_config(name, cfg)  # validates scales before anything is written
-
-    @property
-    def num_shards(self) -> int:
-        return -(-self.num_samples // self.shard_size)
-
-    def shard_indices(self, shard: int) -> range:
-        """Sample indices held by shard ``shard``."""
-        return range(shard * self.shard_size, min((shard + 1) * self.shard_size, self.num_samples))
-
-    def variant_spec(self, variant: str) -> dict[str, Any]:
-        """The JSON record that identifies one variant's dataset (compared on resume)."""
-        data = asdict(self)
-        data["variants"] = {variant: self.variants[variant]}
-        return data
-
-
-def guidance_config(variant: str, settings: dict[str, Any]) -> GuidanceConfig:
-    """Build a variant's :class:`GuidanceConfig` (one-line DagError naming a bad setting)."""
-    allowed = set(GuidanceConfig.__dataclass_fields__)
-    unknown = sorted(set(settings) - allowed)
-    if unknown:
-        raise DagError(f"variant '{variant}': unknown guidance setting(s) {', '.join(unknown)}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
-    try:
-        return GuidanceConfig(**values)
-    except DagError as exc:
-        raise DagError(f"variant '{variant}': {exc}") from None
 
 
 @dataclass
@@ -252,14 +172,31 @@ def render_shard(
 
 
 def spec_matches(directory: str | Path, record: dict[str, Any]) -> bool:
-    """Whether ``directory`` holds shards of exactly this variant spec (safe to resume into)."""
+    """Whether ``directory`` holds shards of exactly this variant spec (safe to resume into).
+
+    Variants compare by their effective guidance (every :class:`GuidanceConfig` field, defaults
+    filled in), so a spec written from a partial ``guidance`` group matches the same settings
+    written out in full: the shards would be byte-identical (each row records the full config).
+    """
     path = Path(directory) / SPEC_NAME
     if not path.is_file():
         return False
     try:
-        return json.loads(path.read_text()) == json.loads(json.dumps(record))
+        stored = json.loads(path.read_text())
     except json.JSONDecodeError:
         return False
+    return _effective(stored) == _effective(json.loads(json.dumps(record)))
+
+
+def _effective(record: Any) -> Any:
+    """A spec record with each variant's settings replaced by its full guidance config."""
+    if not isinstance(record, dict) or not isinstance(record.get("variants"), dict):
+        return record
+    try:
+        variants = {n: asdict(guidance_config(n, s)) for n, s in record["variants"].items()}
+    except DagError:
+        return record
+    return {**record, "variants": variants}
 
 
 def spec_digest(record: dict[str, Any]) -> str:

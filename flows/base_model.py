@@ -2,41 +2,43 @@
 
 With ``pretrained`` set (a local diffusers folder or a hub id such as ``google/ddpm-bedroom-256``)
 the stage checks that it loads and pins it in ``out_dir``; otherwise it trains the embedded tiny
-DDPM on the procedural world so the pipeline runs offline on a CPU.
+DDPM on the procedural world so the pipeline runs offline on a CPU. Every parameter defaults to
+params.yaml's ``base_model`` group.
 """
 
 from __future__ import annotations
+
+if __name__ == "__main__":  # check the params before Prefect and torch load (flows._cli.main)
+    from flows._cli import main
+    from flows.schema.base_model import BaseModelParams
+
+    main(BaseModelParams)
 
 from typing import Any
 
 from prefect import flow
 
-from dag_core.errors import DagError
-from flows._cli import check_runtime, run_stage
+from flows._cli import check_runtime
+from flows._params import stage_defaults
+from flows.schema.base import validate
+from flows.schema.base_model import BaseModelParams
 from tasks.base_model import pin_pretrained_base_model, train_embedded_base_model
+
+D = stage_defaults("base_model")
 
 
 @flow(name="base-model", persist_result=False)
 def base_model(
-    pretrained: str | None = None,
-    out_dir: str = "models/base",
-    train: dict[str, Any] | None = None,
-    runtime: dict[str, Any] | None = None,
-    render_workers: int = 0,
+    pretrained: str | None = D["pretrained"],
+    out_dir: str = D["out_dir"],
+    train: dict[str, Any] = D["train"],
+    runtime: dict[str, Any] = D["runtime"],
+    render_workers: int = D["render_workers"],
 ) -> str:
     """Pin ``pretrained`` or train the embedded model with the ``train`` settings (on the
     ``runtime`` device; ``render_workers`` processes render world scenes ahead of the GPU)."""
-    runtime = check_runtime(runtime)
-    if pretrained:
-        return pin_pretrained_base_model(out_dir, pretrained)
-    if (
-        isinstance(render_workers, bool)
-        or not isinstance(render_workers, int)
-        or render_workers < 0
-    ):
-        raise DagError(f"render_workers must be an int >= 0, got {render_workers!r}")
-    return train_embedded_base_model(out_dir, dict(train or {}), runtime, render_workers)
-
-
-if __name__ == "__main__":
-    run_stage(base_model, "base_model")
+    p = validate(BaseModelParams, locals())
+    runtime = check_runtime(p["runtime"])
+    if p["pretrained"]:
+        return pin_pretrained_base_model(p["out_dir"], p["pretrained"])
+    return train_embedded_base_model(p["out_dir"], p["train"], runtime, p["render_workers"])

@@ -8,67 +8,65 @@ bootstrap 95 % CI over the generated samples, and every variant is compared with
 difference whose CI contains 0 is reported as "no difference" (:mod:`dag_core.metrics.effect`).
 With ``floor`` (held-out real pairs) the same scores of real images at the same count are the
 floor, and each variant's gap above it (``headroom``) bounds what any guidance can gain.
+Every parameter defaults to params.yaml's ``dfid`` group.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+if __name__ == "__main__":  # check the params before Prefect and torch load (flows._cli.main)
+    from flows._cli import main
+    from flows.schema.dfid import DfidParams
+
+    main(DfidParams)
+
 from typing import Any
 
 from prefect import flow
 
-from dag_core.errors import DagError
-from flows._cli import check_runtime, run_stage
+from flows._cli import check_runtime
+from flows._params import stage_defaults
+from flows.schema.base import validate
+from flows.schema.checks import synthetic_variants
+from flows.schema.dfid import DfidParams
 from tasks.evaluation import compute_dfid
+
+D = stage_defaults("dfid")
 
 
 @flow(name="dfid", persist_result=False)
 def dfid(
-    synthetic: str = "data/synthetic",
-    variants: list[str] | None = None,
-    real: str = "data/reference/test",
-    estimator: str = "models/reference_depth",
-    extractor: str = "auto",
-    batch_size: int = 50,
-    max_samples: int | None = None,
-    n_boot: int = 500,
-    reference_variant: str | None = "unguided",
-    metrics_file: str = "metrics/dfid.json",
-    runtime: dict[str, Any] | None = None,
-    floor: str | None = None,
+    synthetic: str = D["synthetic"],
+    variants: list[str] | None = D["variants"],
+    real: str = D["real"],
+    estimator: str = D["estimator"],
+    extractor: str = D["extractor"],
+    batch_size: int = D["batch_size"],
+    max_samples: int | None = D["max_samples"],
+    n_boot: int = D["n_boot"],
+    reference_variant: str | None = D["reference_variant"],
+    metrics_file: str = D["metrics_file"],
+    runtime: dict[str, Any] = D["runtime"],
+    floor: str | None = D["floor"],
 ) -> str:
-    """Write ``metrics_file`` with dFID, FID, KID, P/R and consistency per variant (default:
-    every synthetic variant) and the paired differences to ``reference_variant``; with ``floor``
-    (held-out real pairs, at least as many as each variant) also the floor and each variant's
-    headroom above it."""
-    runtime = check_runtime(runtime)
-    if variants is None:
-        root = Path(synthetic)
-        if not root.is_dir():
-            raise DagError(f"synthetic dataset folder not found: {root}")
-        variants = sorted(p.name for p in root.iterdir() if p.is_dir())
-    if not isinstance(n_boot, int) or n_boot < 10:
-        raise DagError(f"dfid n_boot must be an int >= 10, got {n_boot!r}")
-    if reference_variant is not None and reference_variant not in variants:
-        raise DagError(
-            f"dfid reference_variant '{reference_variant}' is not among the variants {variants}"
-        )
+    """Write ``metrics_file`` with dFID, FID, KID, P/R and consistency per variant (null:
+    every variant folder of ``synthetic``) and the paired differences to ``reference_variant``;
+    with ``floor`` (held-out real pairs, at least as many as each variant) also the floor and
+    each variant's headroom above it."""
+    p = validate(DfidParams, locals())
+    runtime = check_runtime(p["runtime"])
+    variants = p["variants"] if p["variants"] is not None else synthetic_variants(p["synthetic"])
     compute_dfid(
-        synthetic,
+        p["synthetic"],
         variants,
-        real,
-        estimator,
-        extractor,
-        batch_size,
-        max_samples,
-        n_boot,
-        reference_variant,
-        metrics_file,
+        p["real"],
+        p["estimator"],
+        p["extractor"],
+        p["batch_size"],
+        p["max_samples"],
+        p["n_boot"],
+        p["reference_variant"],
+        p["metrics_file"],
         runtime,
-        floor,
+        p["floor"],
     )
-    return metrics_file
-
-
-if __name__ == "__main__":
-    run_stage(dfid, "dfid")
+    return p["metrics_file"]

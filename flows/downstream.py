@@ -6,82 +6,77 @@ procedural split and, when ``nyu_path`` is set, on NYU-Depth v2 (official .mat +
 DenseDepth ``nyu2_test`` layout) with the Eigen crop. ``runs`` > 1 trains every set that many
 times (seeds ``config.seed`` + 0 … runs − 1, the same seeds for every set), so the paired
 difference's CI covers training noise as well as the test images. Nets are saved in
-``{models_dir}/{set}/seed-{seed}``.
+``{models_dir}/{set}/seed-{seed}``. Every parameter defaults to params.yaml's ``downstream``
+group.
 """
 
 from __future__ import annotations
+
+if __name__ == "__main__":  # check the params before Prefect and torch load (flows._cli.main)
+    from flows._cli import main
+    from flows.schema.downstream import DownstreamParams
+
+    main(DownstreamParams)
 
 from typing import Any
 
 from prefect import flow
 
-from dag_core.errors import DagError
-from flows._cli import check_runtime, run_stage
-from tasks.evaluation import downstream_config, evaluate_depth_nets, fit_depth_net
+from dag_core.configs.downstream import DownstreamConfig
+from flows._cli import check_runtime
+from flows._params import stage_defaults
+from flows.schema.base import validate
+from flows.schema.downstream import DownstreamParams
+from tasks.evaluation import evaluate_depth_nets, fit_depth_net
+
+D = stage_defaults("downstream")
 
 
 @flow(name="downstream", persist_result=False)
 def downstream(
-    train_sets: dict[str, str] | None = None,
-    world_test: str = "data/reference/test",
-    nyu_path: str | None = None,
-    nyu_median_scaling: bool = True,
-    models_dir: str = "models/downstream",
-    norm: dict[str, Any] | None = None,
-    config: dict[str, Any] | None = None,
-    metrics_file: str = "metrics/downstream.json",
-    table_file: str = "metrics/downstream.md",
-    runtime: dict[str, Any] | None = None,
-    paired_reference: str | None = "unguided",
-    n_boot: int = 1000,
-    runs: int = 1,
+    train_sets: dict[str, str] = D["train_sets"],
+    world_test: str = D["world_test"],
+    nyu_path: str | None = D["nyu_path"],
+    nyu_median_scaling: bool = D["nyu_median_scaling"],
+    models_dir: str = D["models_dir"],
+    norm: dict[str, Any] = D["norm"],
+    config: dict[str, Any] = D["config"],
+    metrics_file: str = D["metrics_file"],
+    table_file: str = D["table_file"],
+    runtime: dict[str, Any] = D["runtime"],
+    paired_reference: str | None = D["paired_reference"],
+    n_boot: int = D["n_boot"],
+    runs: int = D["runs"],
 ) -> str:
     """Train one depth net per entry of ``train_sets`` (name → shard dir) and evaluate them all;
     every other set is compared with ``paired_reference`` on the same test images (bootstrap CI
     over images — and, with ``runs`` > 1, over training runs — ``n_boot`` resamples)."""
-    runtime = check_runtime(runtime)
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 10:
-        raise DagError(f"downstream n_boot must be an int >= 10, got {n_boot!r}")
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
-        raise DagError(f"downstream runs must be an int >= 1, got {runs!r}")
-    sets = train_sets or {
-        "labelled": "data/labelled/train",
-        "unguided": "data/synthetic/unguided",
-        "dag": "data/synthetic/dag",
-    }
-    if paired_reference is not None and paired_reference not in sets:
-        raise DagError(
-            f"downstream paired_reference {paired_reference!r} is not one of the train_sets "
-            f"({', '.join(sets)})"
-        )
-    config = dict(config or {})
-    first = downstream_config(config).seed  # the whole config is checked before any net trains
-    seeds = [first + r for r in range(runs)]
+    p = validate(DownstreamParams, locals())
+    runtime = check_runtime(p["runtime"])
+    config = p["config"]
+    first = DownstreamConfig.from_params(config).seed
+    seeds = [first + r for r in range(p["runs"])]
     models = {
         name: [
             fit_depth_net(
                 [path],
-                f"{models_dir}/{name}/seed-{seed}",
+                f"{p['models_dir']}/{name}/seed-{seed}",
                 {**config, "seed": seed},
-                dict(norm or {}),
+                p["norm"],
                 runtime,
             )
             for seed in seeds
         ]
-        for name, path in sets.items()
+        for name, path in p["train_sets"].items()
     }
     return evaluate_depth_nets(
         models,
-        world_test,
-        nyu_path,
-        nyu_median_scaling,
-        metrics_file,
-        table_file,
+        p["world_test"],
+        p["nyu_path"],
+        p["nyu_median_scaling"],
+        p["metrics_file"],
+        p["table_file"],
         runtime,
-        paired_reference,
-        n_boot,
+        p["paired_reference"],
+        p["n_boot"],
     )
-
-
-if __name__ == "__main__":
-    run_stage(downstream, "downstream")

@@ -1,33 +1,45 @@
 """Stage ``label_subset``: choose N labelled image–depth pairs (paper: ~100) and write shards.
 
-``python -m flows.label_subset`` reads the ``label_subset`` group of params.yaml.
+``python -m flows.label_subset`` reads the ``label_subset`` group of params.yaml, which is also
+every parameter's default.
 """
 
 from __future__ import annotations
+
+if __name__ == "__main__":  # check the params before Prefect and torch load (flows._cli.main)
+    from flows._cli import main
+    from flows.schema.label_subset import LabelSubsetParams
+
+    main(LabelSubsetParams)
 
 from typing import Any
 
 from prefect import flow
 
 from dag_core.backbone import model_resolution
-from flows._cli import check_runtime, run_stage
+from flows._cli import check_runtime
+from flows._params import stage_defaults
+from flows.schema.base import validate
+from flows.schema.label_subset import LabelSubsetParams
 from tasks.label_subset import write_label_subset
+
+D = stage_defaults("label_subset")
 
 
 @flow(name="label-subset", persist_result=False)
 def label_subset(
-    source: str = "world",
-    n: int = 100,
-    n_heldout: int = 50,
-    seed: int = 0,
-    path: str | None = None,
-    depth_dir: str | None = None,
-    split: str = "test",
-    base_model: str = "models/base",
-    resolution: int | None = None,
-    depth_dtype: str = "float16",
-    out_dir: str = "data/labelled",
-    runtime: dict[str, Any] | None = None,
+    source: str = D["source"],
+    n: int = D["n"],
+    n_heldout: int = D["n_heldout"],
+    seed: int = D["seed"],
+    path: str | None = D["path"],
+    depth_dir: str | None = D["depth_dir"],
+    split: str = D["split"],
+    base_model: str = D["base_model"],
+    resolution: int | None = D["resolution"],
+    depth_dtype: str = D["depth_dtype"],
+    out_dir: str = D["out_dir"],
+    runtime: dict[str, Any] = D["runtime"],
 ) -> str:
     """Write ``out_dir/train`` (n pairs) and ``out_dir/heldout`` (n_heldout pairs) as shards.
 
@@ -35,21 +47,18 @@ def label_subset(
     ``runtime`` is validated like every stage's; the world renderer is vectorised NumPy on the
     CPU (hundreds of scenes/s), so this stage does not use the GPU.
     """
-    check_runtime(runtime)
-    res = resolution or model_resolution(base_model)
+    p = validate(LabelSubsetParams, locals())
+    check_runtime(p["runtime"])
+    res = p["resolution"] or model_resolution(p["base_model"])
     return write_label_subset(
-        out_dir,
-        source=source,
+        p["out_dir"],
+        source=p["source"],
         resolution=res,
-        n=n,
-        n_heldout=n_heldout,
-        seed=seed,
-        path=path,
-        depth_dir=depth_dir,
-        split=split,
-        depth_dtype=depth_dtype,
+        n=p["n"],
+        n_heldout=p["n_heldout"],
+        seed=p["seed"],
+        path=p["path"],
+        depth_dir=p["depth_dir"],
+        split=p["split"],
+        depth_dtype=p["depth_dtype"],
     )
-
-
-if __name__ == "__main__":
-    run_stage(label_subset, "label_subset")

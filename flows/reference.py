@@ -8,41 +8,47 @@
   procedural-world pairs (labels are free there). For real data set ``estimator`` to a depth net
   folder trained on your domain (``dag_core.downstream.save_depth_net`` layout); the stage then
   only writes the world split.
+
+Every parameter defaults to params.yaml's ``reference`` group.
 """
 
 from __future__ import annotations
+
+if __name__ == "__main__":  # check the params before Prefect and torch load (flows._cli.main)
+    from flows._cli import main
+    from flows.schema.reference import ReferenceParams
+
+    main(ReferenceParams)
 
 from typing import Any
 
 from prefect import flow
 
-from dag_core.errors import DagError
-from flows._cli import check_runtime, run_stage
+from flows._cli import check_runtime
+from flows._params import stage_defaults
+from flows.schema.base import validate
+from flows.schema.reference import ReferenceParams
 from tasks.evaluation import fit_depth_net, write_world_reference
+
+D = stage_defaults("reference")
 
 
 @flow(name="reference", persist_result=False)
 def reference(
-    resolution: int = 32,
-    n_train: int = 2000,
-    n_test: int = 256,
-    n_floor: int = 0,
-    data_dir: str = "data/reference",
-    out_dir: str = "models/reference_depth",
-    norm: dict[str, Any] | None = None,
-    config: dict[str, Any] | None = None,
-    runtime: dict[str, Any] | None = None,
+    resolution: int = D["resolution"],
+    n_train: int = D["n_train"],
+    n_test: int = D["n_test"],
+    n_floor: int = D["n_floor"],
+    data_dir: str = D["data_dir"],
+    out_dir: str = D["out_dir"],
+    norm: dict[str, Any] = D["norm"],
+    config: dict[str, Any] = D["config"],
+    runtime: dict[str, Any] = D["runtime"],
 ) -> str:
     """Write ``data_dir/{train,test}`` (and ``floor`` when ``n_floor`` > 0) and train the
     reference estimator into ``out_dir``."""
-    runtime = check_runtime(runtime)
-    if isinstance(n_floor, bool) or not isinstance(n_floor, int) or n_floor < 0:
-        raise DagError(f"reference n_floor must be an int >= 0, got {n_floor!r}")
-    write_world_reference(data_dir, resolution, n_train, n_test, n_floor)
-    return fit_depth_net(
-        [f"{data_dir}/train"], out_dir, dict(config or {}), dict(norm or {}), runtime
-    )
-
-
-if __name__ == "__main__":
-    run_stage(reference, "reference")
+    p = validate(ReferenceParams, locals())
+    runtime = check_runtime(p["runtime"])
+    data_dir = p["data_dir"]
+    write_world_reference(data_dir, p["resolution"], p["n_train"], p["n_test"], p["n_floor"])
+    return fit_depth_net([f"{data_dir}/train"], p["out_dir"], p["config"], p["norm"], runtime)

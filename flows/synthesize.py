@@ -9,24 +9,41 @@ only the missing shards; a Dask worker lost beyond the scheduler's retries ends 
 line ``error: ...`` (exit 1) that says so. ``python -m flows.synthesize`` reads params.yaml; the
 same flow is the Prefect deployment ``synthesize-dataset/<name>`` (prefect.yaml, or
 ``--serve NAME``).
+
+Every parameter defaults to params.yaml's ``synthesize`` group (read when this module is
+imported), so a deployment run, a served deployment and ``dvc repro`` start from the same
+values and write the same bytes for the same samples. Metrics and report: with params.yaml's
+``out_dir`` they go to ``metrics_file`` and ``report_dir`` (DVC's declared outputs). A run into
+another ``out_dir`` whose ``metrics_file`` / ``report_dir`` are still params.yaml's writes them
+beside its data instead, ``{out_dir}/_metrics.json`` and ``{out_dir}/_report/``, never over the
+default run's; give other paths (or null: none) to put them elsewhere.
 """
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # check the params before Prefect and torch load (flows._cli.main)
+    from flows._cli import main
+    from flows.schema.synthesize import SynthesizeParams
+
+    main(SynthesizeParams)
+
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from dag_core.errors import DagError
+from dag_core.errors import DagError, RunInterrupted
 from dag_core.runtime import RuntimeConfig
 from dag_core.shards import completed_shards
 from dag_core.synthesis import SynthesisSpec, check_spec_fits
-from flows._cli import check_runtime, check_writable, run_stage
+from flows._cli import check_runtime
+from flows._params import stage_defaults
+from flows.schema.base import validate
+from flows.schema.synthesize import SynthesizeParams
+from flows.schema.task_runner import TaskRunnerConfig
 from tasks.synthesis_report import write_synthesis_report
 from tasks.synthesize import (
     cached_models,
@@ -36,24 +53,18 @@ from tasks.synthesize import (
     variant_uses_prior,
 )
 
-DEFAULT_VARIANTS: dict[str, dict[str, Any]] = {"unguided": {"w_dc": 0.0, "w_dp": 0.0}, "dag": {}}
+__all__ = ["RunInterrupted", "make_task_runner", "render_shards", "synthesize"]
+
+D = stage_defaults("synthesize")
 
 
-def make_task_runner(config: dict[str, Any] | None) -> TaskRunner:
-    """``{"kind": "local"}`` (default) or ``{"kind": "dask", "n_workers": 2, "address": None,
-    "cluster_class": "distributed.LocalCluster"}`` (``dask_cuda.LocalCUDACluster`` on GPUs)."""
-    cfg = dict(config or {})
-    unknown = sorted(set(cfg) - {"kind", "n_workers", "address", "cluster_class", "cluster_kwargs"})
-    if unknown:
-        raise DagError(f"unknown task_runner setting(s) {', '.join(map(str, unknown))}")
-    kind = cfg.pop("kind", "local")
-    n_workers = cfg.get("n_workers", 2)
-    if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
-        raise DagError(f"task_runner n_workers must be an int >= 1, got {n_workers!r}")
-    if kind == "local":
+def make_task_runner(config: dict[str, Any] | TaskRunnerConfig | None) -> TaskRunner:
+    """The task runner of :class:`~flows.schema.task_runner.TaskRunnerConfig` settings:
+    ``local`` (one thread) or ``dask`` (prefect-dask: an existing scheduler at ``address``, or
+    a ``cluster_class`` cluster of ``n_workers`` one-thread processes)."""
+    cfg = TaskRunnerConfig.from_params(config)
+    if cfg.kind == "local":
         return ThreadPoolTaskRunner(max_workers=1)
-    if kind != "dask":
-        raise DagError(f"unknown task_runner kind '{kind}'; expected local or dask")
     if not os.environ.get("PREFECT_API_URL"):
         raise DagError(
             "the dask task runner needs a Prefect server: start `prefect server start` and set "
@@ -61,26 +72,17 @@ def make_task_runner(config: dict[str, Any] | None) -> TaskRunner:
         )
     from prefect_dask import DaskTaskRunner
 
-    if cfg.get("address"):
-        return DaskTaskRunner(address=cfg["address"])
+    if cfg.address:
+        return DaskTaskRunner(address=cfg.address)
     return DaskTaskRunner(
-        cluster_class=cfg.get("cluster_class", "distributed.LocalCluster"),
+        cluster_class=cfg.cluster_class,
         cluster_kwargs={
-            "n_workers": int(cfg.get("n_workers", 2)),
+            "n_workers": cfg.n_workers,
             "threads_per_worker": 1,
             "processes": True,
-            **cfg.get("cluster_kwargs", {}),
+            **cfg.cluster_kwargs,
         },
     )
-
-
-class RunInterrupted(DagError):
-    """The run could not finish (e.g. every Dask worker holding a shard died): one line, exit 1.
-
-    Finished shards stay on disk; rerunning the same command renders only the missing ones.
-    """
-
-    exit_code = 1
 
 
 def _lost_worker(exc: BaseException) -> bool:
@@ -104,62 +106,55 @@ def render_shards(jobs: list[dict[str, Any]]) -> list[str]:
 
 @flow(name="synthesize-dataset", persist_result=False)
 def synthesize(
-    base_model: str = "models/base",
-    heads: str = "models/heads",
-    prior: str | None = "models/prior",
-    out_dir: str = "data/synthetic",
-    num_samples: int = 256,
-    batch_size: int = 16,
-    shard_size: int = 64,
-    seed: int = 0,
-    sampler: str = "ddim",
-    steps: int = 50,
-    eta: float = 0.0,
-    depth_dtype: str = "float16",
-    guidance: dict[str, Any] | None = None,
-    variants: dict[str, dict[str, Any]] | None = None,
-    task_runner: dict[str, Any] | None = None,
-    metrics_file: str | None = "metrics/synthesis.json",
-    report_dir: str | None = "reports/synthesis",
-    runtime: dict[str, Any] | None = None,
+    base_model: str = D["base_model"],
+    heads: str = D["heads"],
+    prior: str | None = D["prior"],
+    out_dir: str = D["out_dir"],
+    num_samples: int = D["num_samples"],
+    batch_size: int = D["batch_size"],
+    shard_size: int = D["shard_size"],
+    seed: int = D["seed"],
+    sampler: str = D["sampler"],
+    steps: int = D["steps"],
+    eta: float = D["eta"],
+    depth_dtype: str = D["depth_dtype"],
+    guidance: dict[str, Any] = D["guidance"],
+    variants: dict[str, dict[str, Any] | None] = D["variants"],
+    task_runner: dict[str, Any] = D["task_runner"],
+    metrics_file: str | None = D["metrics_file"],
+    report_dir: str | None = D["report_dir"],
+    runtime: dict[str, Any] = D["runtime"],
 ) -> str:
     """Sample every variant into ``out_dir/<variant>`` shards; returns ``out_dir``.
 
-    ``guidance`` holds the shared guidance settings (w_dc, w_dp, tau, window, grad_clip);
-    ``variants`` maps a name to overrides of them (default: unguided and dag). ``runtime`` (the
-    shared params group) picks device, precision and guidance levers; every shard task gets it,
-    so with a ``dask_cuda.LocalCUDACluster`` each worker samples on its own GPU.
+    ``guidance`` holds the shared guidance settings (:class:`dag_core.guidance.GuidanceConfig`
+    fields); ``variants`` maps a name to overrides of them. ``runtime`` (the shared params
+    group) picks device, precision and guidance levers; every shard task gets it, so with a
+    ``dask_cuda.LocalCUDACluster`` each worker samples on its own GPU. Metrics and report of a
+    run into another ``out_dir`` than params.yaml's land beside its data (module doc).
     """
-    runtime = check_runtime(runtime)
+    p = validate(SynthesizeParams, locals())
+    out_dir, metrics_file, report_dir = p["out_dir"], p["metrics_file"], p["report_dir"]
+    runtime = check_runtime(p["runtime"])
     rt = RuntimeConfig.from_params(runtime)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise DagError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    for key, value in (("out_dir", out_dir), ("metrics_file", metrics_file)):
-        if value is not None:
-            check_writable(value, key)
-    if report_dir is not None:
-        check_writable(report_dir, "report_dir")
-    if variants is not None and not variants:
-        raise DagError("variants is empty; expected e.g. {unguided: {...}, dag: {}}")
-    variants = variants or DEFAULT_VARIANTS
-    settings = {name: {**(guidance or {}), **(over or {})} for name, over in variants.items()}
+    settings = {name: {**p["guidance"], **(over or {})} for name, over in p["variants"].items()}
     spec = SynthesisSpec(
-        num_samples=num_samples,
-        shard_size=shard_size,
-        seed=seed,
-        sampler=sampler,
-        steps=steps,
-        eta=eta,
-        depth_dtype=depth_dtype,
+        num_samples=p["num_samples"],
+        shard_size=p["shard_size"],
+        seed=p["seed"],
+        sampler=p["sampler"],
+        steps=p["steps"],
+        eta=p["eta"],
+        depth_dtype=p["depth_dtype"],
         variants=settings,
         runtime=rt.result_record(),
     )
     # Everything is validated (scales, sampler, steps, models, heads/prior fit, task runner)
     # before any output is touched.
     needs_prior = any(variant_uses_prior(spec, v) for v in settings)
-    models = cached_models(base_model, heads, prior if needs_prior else None, rt)
+    models = cached_models(p["base_model"], p["heads"], p["prior"] if needs_prior else None, rt)
     check_spec_fits(models, spec)
-    runner = make_task_runner(task_runner)
+    runner = make_task_runner(p["task_runner"])
     spec = SynthesisSpec(**{**spec.__dict__, "hashes": models.hashes})
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -174,10 +169,10 @@ def synthesize(
                 variant=variant,
                 shard=k,
                 out_dir=target,
-                base_model=base_model,
-                heads=heads,
-                prior=prior,
-                batch_size=batch_size,
+                base_model=p["base_model"],
+                heads=p["heads"],
+                prior=p["prior"],
+                batch_size=p["batch_size"],
                 runtime=runtime,
             )
             for k in todo
@@ -197,20 +192,13 @@ def synthesize(
         finish_variant(target, spec.num_shards)
     if metrics_file or report_dir:
         write_synthesis_report(
-            out_dir, list(settings), base_model, heads, prior, metrics_file, report_dir, runtime
+            out_dir,
+            list(settings),
+            p["base_model"],
+            p["heads"],
+            p["prior"],
+            metrics_file,
+            report_dir,
+            runtime,
         )
     return out_dir
-
-
-def serve(name: str) -> None:
-    """Serve the flow as deployment ``synthesize-dataset/<name>`` (defaults from params.yaml)."""
-    from flows._cli import load_params
-
-    synthesize.serve(name=name, parameters=load_params("params.yaml", "synthesize"))
-
-
-if __name__ == "__main__":
-    if len(sys.argv) >= 2 and sys.argv[1] == "--serve":
-        serve(sys.argv[2] if len(sys.argv) > 2 else "local")
-    else:
-        run_stage(synthesize, "synthesize")

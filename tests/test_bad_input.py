@@ -100,6 +100,11 @@ def project(tmp_path_factory: pytest.TempPathFactory, api: str) -> dict[str, Any
         Image.fromarray(np.full((8, 8, 3), 60 * i, np.uint8)).save(images / f"{i}.png")
         Image.fromarray(np.full((8, 8), 200, np.uint16)).save(depths / f"{i}.png")
     (proj / "a-file").write_text("not a folder\n")
+    from dag_core.depthnorm import DepthNorm
+    from dag_core.downstream import DepthNet, DownstreamConfig, save_depth_net
+
+    config = DownstreamConfig(resolution=16, channels=(8, 16))  # a (random) dFID estimator
+    save_depth_net(DepthNet(config.channels), config, DepthNorm(), proj / "models/estimator")
     return {"proj": proj, "params": params, "env": env, "synth": synth, "labelled": labelled}
 
 
@@ -160,6 +165,7 @@ def _cases(p: Path) -> list[tuple[str, dict[str, Any] | None, list[str], str]]:
             {
                 "downstream": {
                     "train_sets": {"x": str(d / "damaged/dag")},
+                    "paired_reference": None,
                     "models_dir": str(junk / "m"),
                     "metrics_file": str(junk / "m.json"),
                     "table_file": str(junk / "m.md"),
@@ -173,6 +179,8 @@ def _cases(p: Path) -> list[tuple[str, dict[str, Any] | None, list[str], str]]:
             {
                 "dfid": {
                     "synthetic": str(d / "incomplete"),
+                    "variants": ["dag"],
+                    "reference_variant": None,
                     "metrics_file": str(junk / "d.json"),
                 }
             },
@@ -184,6 +192,9 @@ def _cases(p: Path) -> list[tuple[str, dict[str, Any] | None, list[str], str]]:
             {
                 "dfid": {
                     "synthetic": str(d / "synthetic"),
+                    "variants": ["unguided", "dag"],
+                    "real": str(d / "synthetic/dag"),
+                    "estimator": str(p / "models/estimator"),
                     "floor": str(d / "labelled/heldout"),  # 1 pair for 2 samples per variant
                     "metrics_file": str(junk / "d.json"),
                 }
@@ -194,7 +205,13 @@ def _cases(p: Path) -> list[tuple[str, dict[str, Any] | None, list[str], str]]:
         ("reference", {"reference": {"n_floor": -4, "data_dir": str(junk / "r")}}, [], "n_floor"),
         (
             "train_prior",
-            {"train_prior": {"labelled": str(d / "incomplete"), "out_dir": str(junk / "p")}},
+            {
+                "train_prior": {
+                    "labelled": str(d / "incomplete"),
+                    "heads": str(p / "models/heads"),
+                    "out_dir": str(junk / "p"),
+                }
+            },
             [],
             "part-00000",
         ),
@@ -211,12 +228,13 @@ results = []
 for stage, params, overrides in cases:
     fn = getattr(importlib.import_module(f"flows.{stage}"), stage)
     from flows._cli import run_stage
+    from flows.schema.stages import SCHEMAS
     with tempfile.TemporaryFile("w+") as err:
         sys.stderr.flush()
         saved = os.dup(2)
         os.dup2(err.fileno(), 2)
         try:
-            run_stage(fn, stage, ["--params", params, *overrides])
+            run_stage(fn, SCHEMAS[stage], ["--params", params, *overrides])
             code = 0
         except SystemExit as exc:
             code = exc.code
@@ -268,7 +286,7 @@ def test_debug_switch_shows_the_traceback(project: dict[str, Any]) -> None:
     run = _stage("synthesize", project["params"], env, "sampler=euler")
     assert run.returncode == 2 and "Traceback" in run.stderr
     assert [ln for ln in run.stderr.splitlines() if ln.startswith("error: ")] == [
-        "error: unknown sampler 'euler'; expected one of ddpm, ddim"
+        "error: synthesize.sampler='euler': expected one of 'ddpm', 'ddim'"
     ]
 
 

@@ -1,4 +1,4 @@
-"""The shared stage command line: params groups, overrides, and one-line errors."""
+"""The shared stage command line: params groups, overrides, early checks and one-line errors."""
 
 from __future__ import annotations
 
@@ -7,49 +7,153 @@ import sys
 from pathlib import Path
 
 import pytest
-from prefect import flow
+import yaml
 
-from dag_core.errors import DagError
-from flows._cli import flow_kwargs, load_params, run_stage
+from dag_core.errors import DagError, RunInterrupted
+from flows._cli import run_cli, run_stage
+from flows._params import apply_overrides, load_group, read_group, stage_defaults
+from flows.schema.stages import validate_stage
+from flows.schema.synthesize import SynthesizeParams
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@flow(name="cli-probe")
-def _probe(n: int = 1, name: str = "x") -> tuple[int, str]:
-    return n, name
+def _never(**kwargs: object) -> None:
+    raise AssertionError("the flow must not run")
 
 
-def test_load_params_reads_one_group(tmp_path: Path) -> None:
+def test_read_group_and_load_group(tmp_path: Path) -> None:
+    """A params file's group as written; for a run, merged over params.yaml's (whole keys)."""
     p = tmp_path / "params.yaml"
-    p.write_text("depth_norm:\n  n: 3\nsynthesize:\n  n: 4\n")
-    assert load_params(p, "synthesize") == {"n": 4}
+    p.write_text("depth_norm:\n  kind: log\nsynthesize:\n  num_samples: 4\n  guidance: {w_dc: 1}\n")
+    assert read_group(p, "synthesize") == {"num_samples": 4, "guidance": {"w_dc": 1}}
+    merged = load_group(p, "synthesize")
+    defaults = stage_defaults("synthesize")
+    assert set(merged) == set(defaults)
+    assert merged["num_samples"] == 4 and merged["steps"] == defaults["steps"]
+    assert merged["guidance"] == {"w_dc": 1}  # a key the file gives replaces the whole value
     with pytest.raises(DagError, match="params group 'reference' not found"):
-        load_params(p, "reference")  # never the flow's built-in defaults
+        load_group(p, "reference")  # never the built-in defaults for a group the file lacks
     p.write_text("synthesise:\n  n: 3\nsynthesize:\n  n: 4\n")
     with pytest.raises(DagError, match=r"unknown top-level key.* synthesise"):
-        load_params(p, "synthesize")
+        load_group(p, "synthesize")
 
 
-def test_flow_kwargs_rejects_unknown_names() -> None:
-    with pytest.raises(DagError, match=r"unknown parameter.*nn"):
-        flow_kwargs(_probe, {"nn": 2})
-    assert flow_kwargs(_probe, {"n": 2}) == {"n": 2}
+def test_dotted_overrides_merge_into_the_group() -> None:
+    group = stage_defaults("synthesize")
+    out = apply_overrides(
+        group,
+        [
+            "guidance.w_dc=0.5",
+            "runtime.device=cpu",
+            "variants.dcg.w_dp=0.25",
+            "variants.new.tau=7",
+            "steps=3",
+        ],
+    )
+    assert out["guidance"] == {**group["guidance"], "w_dc": 0.5}
+    assert out["runtime"] == {**group["runtime"], "device": "cpu"}
+    assert out["variants"]["dcg"] == {"w_dp": 0.25} and out["variants"]["new"] == {"tau": 7}
+    assert out["steps"] == 3
+    assert group == stage_defaults("synthesize")  # the input is not changed
+    whole = apply_overrides(group, ["guidance={w_dc: 1}"])
+    assert whole["guidance"] == {"w_dc": 1}  # key=mapping still replaces the whole key
+    checked = validate_stage("synthesize", out, files=False)
+    assert checked["guidance"]["w_dc"] == 0.5
+    with pytest.raises(DagError, match=r"synthesize\.guidance\.w_dc=-2: must be >= 0"):
+        validate_stage("synthesize", apply_overrides(group, ["guidance.w_dc=-2"]), files=False)
+    with pytest.raises(DagError, match=r"unknown setting\(s\) synthesize\.runtime\.devcie"):
+        validate_stage("synthesize", apply_overrides(group, ["runtime.devcie=cpu"]), files=False)
+    with pytest.raises(DagError, match="steps is 20, not a mapping"):
+        apply_overrides(group, ["steps.x=1"])
+    with pytest.raises(DagError, match="empty part"):
+        apply_overrides(group, ["guidance..w_dc=1"])
+    with pytest.raises(DagError, match="not of the form key=value"):
+        apply_overrides(group, ["guidance.w_dc"])
+
+
+def test_validate_stage_names_the_dotted_key_and_value() -> None:
+    d = stage_defaults("synthesize")
+    cases = [
+        ({"nn": 2}, r"unknown parameter\(s\) synthesize\.nn; expected some of: runtime, "),
+        ({"steps": "3"}, r"synthesize\.steps='3': expected an int"),
+        ({"steps": True}, r"synthesize\.steps=True: expected an int"),
+        ({"eta": 0.5, "sampler": "ddpm"}, r"synthesize\.eta=0\.5: only applies to the ddim"),
+        ({"variants": {"dag": {"tau": -1}}}, r"synthesize\.variants\.dag\.tau=-1: must be an"),
+        ({"variants": {}}, r"synthesize\.variants=\{\}: needs at least 1 item"),
+        ({"guidance": {**d["guidance"], "window": [0.6, 0.2]}}, r"guidance\.window=\(0\.6, 0\.2"),
+        ({"task_runner": {"kind": "spark"}}, r"task_runner\.kind='spark': expected one of"),
+    ]
+    for change, match in cases:
+        with pytest.raises(DagError, match=match):
+            validate_stage("synthesize", {**d, **change}, files=False)
+    group = {k: v for k, v in d.items() if k != "steps"}
+    with pytest.raises(DagError, match=r"synthesize\.steps: missing"):
+        validate_stage("synthesize", group, files=False)
 
 
 def test_bad_params_file_and_override_are_one_line_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exc:
-        run_stage(_probe, "probe", ["--params", str(tmp_path / "nope.yaml")])
+        run_stage(_never, SynthesizeParams, ["--params", str(tmp_path / "nope.yaml")])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: params file not found") and err.count("\n") == 1
     p = tmp_path / "params.yaml"
-    p.write_text("probe:\n  n: 3\n")
+    p.write_text("synthesize:\n  steps: 3\n")
     with pytest.raises(SystemExit):
-        run_stage(_probe, "probe", ["--params", str(p), "oops"])
+        run_stage(_never, SynthesizeParams, ["--params", str(p), "oops"])
     assert "override 'oops' is not of the form key=value" in capsys.readouterr().err
+
+
+def test_interrupted_runs_are_not_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
+    assert not issubclass(RunInterrupted, DagError)
+
+    def interrupted() -> None:
+        raise RunInterrupted("variant dag: the task runner lost a worker; rerun to resume")
+
+    with pytest.raises(SystemExit) as exc:
+        run_cli(interrupted, prefect=False)
+    assert exc.value.code == 1
+    assert capsys.readouterr().err == (
+        "error: variant dag: the task runner lost a worker; rerun to resume\n"
+    )
+
+
+def _stage(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.parametrize(
+    ("stage", "override", "line"),
+    [
+        ("synthesize", "steps=0", "error: synthesize.steps=0: must be >= 1"),
+        ("downstream", "config.steps=0", "error: downstream.config.steps=0: must be >= 1"),
+        ("sweep", "scales=[1, x]", "error: sweep.scales[1]='x': expected a number"),
+        ("train_heads", "norm.kind=cubic", "error: train_heads.norm.kind='cubic': expected one"),
+    ],
+)
+def test_bad_value_is_one_line_before_prefect_or_torch(
+    stage: str, override: str, line: str
+) -> None:
+    """``python -m flows.<stage>`` checks the whole group before the flow module (Prefect,
+    torch, diffusers) is imported: exactly one line, exit 2, and none of them loaded."""
+    proc = _stage("-m", f"flows.{stage}", override)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith(line) and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stdout == ""
+    timed = _stage("-X", "importtime", "-m", f"flows.{stage}", override)
+    assert timed.returncode == 2
+    imported = {
+        row.rsplit("|", 1)[-1].strip().split(".")[0]
+        for row in timed.stderr.splitlines()
+        if row.startswith("import time:")
+    }
+    assert {"yaml", "pydantic", "dag_core", "flows"} <= imported  # the log is what we think
+    assert not imported & {"prefect", "torch", "diffusers", "numpy", "pyarrow"}, imported
 
 
 def test_stage_module_reports_bad_value_in_one_line(tmp_path: Path) -> None:
@@ -57,13 +161,7 @@ def test_stage_module_reports_bad_value_in_one_line(tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
     out = tmp_path / "out"
     params.write_text(f"label_subset:\n  source: lsun\n  resolution: 32\n  out_dir: {out}\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "flows.label_subset", "--params", str(params)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _stage("-m", "flows.label_subset", "--params", str(params))
     assert proc.returncode == 2, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "lsun" in errors[0]
@@ -72,8 +170,6 @@ def test_stage_module_reports_bad_value_in_one_line(tmp_path: Path) -> None:
 
 def test_pipeline_flow_lists_every_dvc_stage_and_rejects_unknown_ones() -> None:
     """`python -m flows.pipeline` runs the same stages, in the same order, as dvc.yaml."""
-    import yaml
-
     from flows.pipeline import STAGES, main
 
     dvc_stages = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
@@ -91,7 +187,6 @@ def test_os_errors_are_one_line_naming_the_path(
     import os
 
     from dag_core import shards
-    from flows._cli import run_cli
     from tests.test_shards import make_samples
 
     blocker = tmp_path / "a-file"
@@ -118,8 +213,6 @@ def test_pipeline_checks_every_stage_before_the_first_runs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A bad value in the last stage stops the pipeline before base_model trains anything."""
-    import yaml
-
     from flows.pipeline import main
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -131,10 +224,10 @@ def test_pipeline_checks_every_stage_before_the_first_runs(
         main(["--params", str(path), "base_model", "downstream"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert err == f"error: table_file={tmp_path}: is a folder, expected a file\n"
+    assert err == f"error: downstream.table_file={str(tmp_path)!r}: is a folder, expected a file\n"
     assert not (tmp_path / "base").exists()
     params["downstream"]["n_epochs"] = 3
     path.write_text(yaml.safe_dump(params))
     with pytest.raises(SystemExit):
         main(["--params", str(path), "base_model", "downstream"])
-    assert "unknown parameter(s) n_epochs" in capsys.readouterr().err
+    assert "unknown parameter(s) downstream.n_epochs" in capsys.readouterr().err

@@ -199,6 +199,15 @@ def test_tau_range_checked_against_prior() -> None:
 
 # --- DepthGuidance on the real FeatureExtractor + DepthHeads -------------------------------------
 
+#: the setting these tests were written for: mean mode, w = 40, guidance at every step (the
+#: library's defaults are now params.yaml's: paper mode, w_dc 0.3 / w_dp 0.5, window [0, 0.6])
+MEAN_40 = {"w_dc": 40.0, "w_dp": 40.0, "window": (0.0, 1.0), "scale_mode": "mean"}
+
+
+def _config(**kwargs: object) -> GuidanceConfig:
+    return GuidanceConfig(**{**MEAN_40, **kwargs})  # type: ignore[arg-type]
+
+
 T = 1000
 
 
@@ -240,7 +249,7 @@ def _gens(seeds: list[int]) -> list[torch.Generator]:
 
 
 def test_gradient_reaches_x_t(unet, heads, prior) -> None:
-    guidance = DepthGuidance(unet, heads, prior, GuidanceConfig())
+    guidance = DepthGuidance(unet, heads, prior, _config())
     x = _x()
     step = guidance(x, torch.tensor(500), _gens([1, 2]))
     assert step.grad is not None and step.grad.shape == x.shape
@@ -260,14 +269,14 @@ def test_gradient_reaches_x_t(unet, heads, prior) -> None:
 
 def test_grad_is_linear_in_the_scale(unet, heads) -> None:
     x, t = _x(), torch.tensor(300)
-    one = DepthGuidance(unet, heads, None, GuidanceConfig(w_dc=10.0, w_dp=0.0))(x, t)
-    two = DepthGuidance(unet, heads, None, GuidanceConfig(w_dc=20.0, w_dp=0.0))(x, t)
+    one = DepthGuidance(unet, heads, None, _config(w_dc=10.0, w_dp=0.0))(x, t)
+    two = DepthGuidance(unet, heads, None, _config(w_dc=20.0, w_dp=0.0))(x, t)
     assert set(one.losses) == {"dc", "total", "grad_norm", "nan_guarded"}
     assert torch.allclose(two.grad, 2 * one.grad, rtol=1e-4, atol=1e-9)
 
 
 def test_grad_is_per_sample(unet, heads, prior) -> None:
-    guidance = DepthGuidance(unet, heads, prior, GuidanceConfig(tau="random"))
+    guidance = DepthGuidance(unet, heads, prior, _config(tau="random"))
     x, t = _x(3), torch.tensor(700)
     both = guidance(x, t, _gens([4, 5, 6]))
     alone = guidance(x[1:2], t, _gens([5]))
@@ -278,20 +287,20 @@ def test_grad_is_per_sample(unet, heads, prior) -> None:
 
 
 def test_fixed_tau(unet, heads, prior) -> None:
-    step = DepthGuidance(unet, heads, prior, GuidanceConfig(tau=123))(_x(), 10)
+    step = DepthGuidance(unet, heads, prior, _config(tau=123))(_x(), 10)
     assert torch.equal(step.losses["tau"], torch.tensor([123.0, 123.0]))
 
 
 def test_window_and_disabled(unet, heads, prior) -> None:
     x = _x()
-    late = DepthGuidance(unet, heads, prior, GuidanceConfig(window=(0.0, 0.5)))
+    late = DepthGuidance(unet, heads, prior, _config(window=(0.0, 0.5)))
     outside = late(x, torch.tensor(700), _gens([1, 2]))
     assert outside.grad is None and outside.losses == {}
     assert outside.eps.grad_fn is None
     with torch.no_grad():
         assert torch.equal(outside.eps, unet(x, torch.tensor([700, 700])).sample)
     assert late(x, torch.tensor(300), _gens([1, 2])).grad is not None
-    off = DepthGuidance(unet, heads, None, GuidanceConfig(w_dc=0.0, w_dp=0.0))
+    off = DepthGuidance(unet, heads, None, _config(w_dc=0.0, w_dp=0.0))
     step = off(x, torch.tensor(300))
     assert step.grad is None and step.depth_strong.shape == (2, 1, 8, 8)
 
@@ -304,7 +313,7 @@ def test_nan_guard(unet, heads, monkeypatch: pytest.MonkeyPatch, nan_guard: bool
         return real(d_s, d_w, *rest) * torch.tensor([float("nan"), 1.0])
 
     monkeypatch.setattr(guidance_module, "dcg_loss", poisoned)
-    config = GuidanceConfig(w_dc=1.0, w_dp=0.0, nan_guard=nan_guard)
+    config = _config(w_dc=1.0, w_dp=0.0, nan_guard=nan_guard)
     step = DepthGuidance(unet, heads, None, config)(_x(), 200)
     if nan_guard:
         assert torch.equal(step.grad[0], torch.zeros_like(step.grad[0]))
@@ -317,10 +326,10 @@ def test_nan_guard(unet, heads, monkeypatch: pytest.MonkeyPatch, nan_guard: bool
 
 def test_grad_clip(unet, heads) -> None:
     x = _x()
-    free = DepthGuidance(unet, heads, None, GuidanceConfig(w_dp=0.0))(x, 200)
+    free = DepthGuidance(unet, heads, None, _config(w_dp=0.0))(x, 200)
     norms = free.grad.flatten(1).norm(dim=1)
     clip = float(norms.min()) / 2
-    clipped = DepthGuidance(unet, heads, None, GuidanceConfig(w_dp=0.0, grad_clip=clip))(x, 200)
+    clipped = DepthGuidance(unet, heads, None, _config(w_dp=0.0, grad_clip=clip))(x, 200)
     assert torch.allclose(clipped.grad.flatten(1).norm(dim=1), torch.full((2,), clip), rtol=1e-4)
     cos = F.cosine_similarity(clipped.grad.flatten(1), free.grad.flatten(1), dim=1)
     assert torch.allclose(cos, torch.ones(2), atol=1e-5)
@@ -331,9 +340,9 @@ def test_grad_norm_gives_each_term_rms_w(unet, heads) -> None:
     x = _x()
     gens = lambda: [torch.Generator().manual_seed(s) for s in (3, 4)]  # noqa: E731
     prior = _prior()
-    dc = DepthGuidance(unet, heads, prior, GuidanceConfig(w_dp=0.0))(x, 200, gens())
-    dp = DepthGuidance(unet, heads, prior, GuidanceConfig(w_dc=0.0))(x, 200, gens())
-    one = DepthGuidance(unet, heads, prior, GuidanceConfig(w_dc=2.0, w_dp=0.0, grad_norm=True))
+    dc = DepthGuidance(unet, heads, prior, _config(w_dp=0.0))(x, 200, gens())
+    dp = DepthGuidance(unet, heads, prior, _config(w_dc=0.0))(x, 200, gens())
+    one = DepthGuidance(unet, heads, prior, _config(w_dc=2.0, w_dp=0.0, grad_norm=True))
     normed = one(x, 200, gens()).grad
     rms = normed.flatten(1).pow(2).mean(dim=1).sqrt()
     assert torch.allclose(rms, torch.full((2,), 2.0), atol=1e-5)  # w is the RMS step
@@ -343,7 +352,7 @@ def test_grad_norm_gives_each_term_rms_w(unet, heads) -> None:
     def unit(g: torch.Tensor) -> torch.Tensor:
         return g / g.flatten(1).pow(2).mean(dim=1).sqrt().view(-1, 1, 1, 1)
 
-    both = DepthGuidance(unet, heads, prior, GuidanceConfig(w_dc=1.0, w_dp=3.0, grad_norm=True))
+    both = DepthGuidance(unet, heads, prior, _config(w_dc=1.0, w_dp=3.0, grad_norm=True))
     got = both(x, 200, gens())
     # the default scales are 40 each: unit(dc.grad) = unit(∇L_dc), unit(dp.grad) = unit(∇L_dp)
     assert torch.allclose(got.grad, unit(dc.grad) + 3.0 * unit(dp.grad), atol=1e-4)
@@ -359,7 +368,7 @@ def test_grad_norm_then_clip_and_nan_guard(unet, heads, monkeypatch: pytest.Monk
         return real(d_s, d_w, *rest) * torch.tensor([float("nan"), 1.0])  # sample 0 diverged
 
     monkeypatch.setattr(guidance_module, "dcg_loss", poisoned)
-    cfg = GuidanceConfig(w_dc=3.0, w_dp=0.0, grad_norm=True, grad_clip=1.0)
+    cfg = _config(w_dc=3.0, w_dp=0.0, grad_norm=True, grad_clip=1.0)
     step = DepthGuidance(unet, heads, None, cfg)(_x(), 200)
     assert torch.equal(step.grad[0], torch.zeros_like(step.grad[0]))
     assert torch.equal(step.losses["nan_guarded"], torch.tensor([1.0, 0.0]))
@@ -391,23 +400,23 @@ def test_gaussian_blur_matches_hand_kernel() -> None:
 
 def test_grad_blur_low_passes_the_gradient(unet, heads) -> None:
     x = _x()
-    free = DepthGuidance(unet, heads, None, GuidanceConfig(w_dp=0.0))(x, 200)
-    blurred = DepthGuidance(unet, heads, None, GuidanceConfig(w_dp=0.0, grad_blur=1.0))(x, 200)
+    free = DepthGuidance(unet, heads, None, _config(w_dp=0.0))(x, 200)
+    blurred = DepthGuidance(unet, heads, None, _config(w_dp=0.0, grad_blur=1.0))(x, 200)
     assert torch.allclose(blurred.grad, gaussian_blur(free.grad, 1.0), atol=1e-6)
     assert torch.allclose(blurred.losses["grad_norm"], free.losses["grad_norm"])  # logged raw
 
 
 def test_guidance_construction_errors(unet, heads) -> None:
     with pytest.raises(DagError, match="w_dp"):
-        DepthGuidance(unet, heads, None, GuidanceConfig())
+        DepthGuidance(unet, heads, None, _config())
     other = tiny_unet(channels=(8, 8, 16, 16, 32, 32))
     with pytest.raises(DagError, match="channels"):
-        DepthGuidance(other, heads, None, GuidanceConfig(w_dp=0.0))
+        DepthGuidance(other, heads, None, _config(w_dp=0.0))
     with pytest.raises(DagError, match="normalisation"):
-        DepthGuidance(unet, heads, _prior(norm=DepthNorm(kind="linear")), GuidanceConfig())
+        DepthGuidance(unet, heads, _prior(norm=DepthNorm(kind="linear")), _config())
     with pytest.raises(DagError, match="tau 500"):
-        DepthGuidance(unet, heads, _prior(num_train_timesteps=100), GuidanceConfig())
-    guidance = DepthGuidance(unet, heads, None, GuidanceConfig(w_dp=0.0))
+        DepthGuidance(unet, heads, _prior(num_train_timesteps=100), _config())
+    guidance = DepthGuidance(unet, heads, None, _config(w_dp=0.0))
     with pytest.raises(DagError, match="generator"):
         guidance(_x(), 10, _gens([1]))
     with pytest.raises(DagError, match="one timestep"):

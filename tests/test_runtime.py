@@ -53,7 +53,7 @@ def test_defaults_are_todays_behaviour() -> None:
         ({"deterministic": 1}, "runtime.deterministic"),
         ({"head_resolution": 0}, "runtime.head_resolution"),
         ({"guidance_chunk": True}, "runtime.guidance_chunk"),
-        ({"devcie": "cpu"}, "unknown runtime setting"),
+        ({"devcie": "cpu"}, "unknown setting.*runtime.devcie"),
     ],
 )
 def test_bad_settings_name_the_value(params: dict, match: str) -> None:
@@ -98,17 +98,18 @@ def test_bf16_autocast_on_cpu() -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
 def test_stage_cli_cuda_without_gpu_one_error_line(tmp_path: Path) -> None:
     """A stage asked for CUDA on a CPU machine: exactly one ``error:`` line, exit 2, nothing
-    written."""
-    out = tmp_path / "prior"
+    written (``reference`` reads no inputs, so the device is what its run stops at)."""
+    out = tmp_path / "reference"
     proc = subprocess.run(
         [
             sys.executable,
             "-m",
-            "flows.train_prior",
+            "flows.reference",
             "--params",
             str(REPO / "params.yaml"),
-            f"out_dir={out}",
-            "runtime={device: cuda}",
+            f"out_dir={out}/net",
+            f"data_dir={out}/data",
+            "runtime.device=cuda",
         ],
         cwd=REPO,
         capture_output=True,
@@ -183,7 +184,7 @@ def _step(guidance: DepthGuidance, x: torch.Tensor, seeds: list[int]):
 
 def test_default_runtime_guidance_is_bit_identical(parts) -> None:
     unet, heads, prior = parts
-    cfg = GuidanceConfig(w_dc=40.0, w_dp=40.0, tau=100)
+    cfg = GuidanceConfig(w_dc=40.0, w_dp=40.0, tau=100, scale_mode="mean", window=(0.0, 1.0))
     x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     plain = _step(DepthGuidance(unet, heads, prior, cfg), x, [1, 2, 3])
     fast = _step(RuntimeGuidance(unet, heads, prior, cfg, RuntimeConfig()), x, [1, 2, 3])
@@ -200,7 +201,7 @@ def test_chunked_guidance_same_per_sample(parts) -> None:
     results agree up to that (``tests.numerics``: 1e-4 of the scale, for any thread count),
     sample by sample in the same order, far from any other pairing of the samples."""
     unet, heads, prior = parts
-    cfg = GuidanceConfig(w_dc=40.0, w_dp=40.0)
+    cfg = GuidanceConfig(w_dc=40.0, w_dp=40.0, scale_mode="mean", window=(0.0, 1.0))
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     whole = _step(RuntimeGuidance(unet, heads, prior, cfg), x, [5, 6, 7, 8])
     chunked = _step(
@@ -225,7 +226,7 @@ def test_chunked_guidance_same_per_sample(parts) -> None:
 
 def test_head_resolution_lowers_grid_keeps_shapes(parts) -> None:
     unet, heads, prior = parts
-    cfg = GuidanceConfig(w_dc=40.0, w_dp=40.0, tau=100)
+    cfg = GuidanceConfig(w_dc=40.0, w_dp=40.0, tau=100, scale_mode="mean", window=(0.0, 1.0))
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     full = _step(RuntimeGuidance(unet, heads, prior, cfg), x, [1, 2])
     low = RuntimeGuidance(unet, heads, prior, cfg, RuntimeConfig(head_resolution=16))
@@ -264,7 +265,7 @@ def test_deterministic_guidance_avoids_nondeterministic_cuda_kernels(parts) -> N
     """The backward of bilinear interpolation (plain and antialiased) has no deterministic CUDA
     kernel; in deterministic mode the guided step must never call it — and match the fast mode."""
     unet, heads, prior = parts
-    cfg = GuidanceConfig(w_dc=40.0, w_dp=40.0, tau=100)
+    cfg = GuidanceConfig(w_dc=40.0, w_dp=40.0, tau=100, scale_mode="mean", window=(0.0, 1.0))
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     fast, det = _OpLog(), _OpLog()
     with fast:
@@ -282,7 +283,7 @@ def test_deterministic_guidance_avoids_nondeterministic_cuda_kernels(parts) -> N
 
 def test_bf16_guided_sampling_close_to_fp32(parts) -> None:
     unet, heads, prior = parts
-    cfg = GuidanceConfig(w_dc=40.0, w_dp=40.0)
+    cfg = GuidanceConfig(w_dc=40.0, w_dp=40.0, scale_mode="mean", window=(0.0, 1.0))
     sched = make_scheduler(DDIMScheduler(num_train_timesteps=1000), "ddim", 3)
     ref = sample(unet, sched, [1, 2], guidance=RuntimeGuidance(unet, heads, prior, cfg))
     sched = make_scheduler(DDIMScheduler(num_train_timesteps=1000), "ddim", 3)
@@ -406,33 +407,18 @@ def test_prefetched_world_batches_are_the_same_batches() -> None:
     ["params.yaml", "profiles/smoke.yaml", "profiles/bedroom-256.yaml", "profiles/world-gpu.yaml"],
 )
 def test_every_stage_of_every_profile_reads_the_runtime_anchor(path: str) -> None:
-    """Each stage group carries the shared ``runtime`` (one anchor), and every group's settings
-    are accepted by its flow and its config classes (a profile typo fails here, not on a GPU)."""
+    """Each stage group carries the shared ``runtime`` (one anchor), and every group passes its
+    stage's schema, nested settings included (a profile typo fails here, not on a GPU)."""
     import yaml
 
-    from dag_core.backbone import TrainConfig
-    from dag_core.downstream import DownstreamConfig
-    from dag_core.prior import PriorConfig
-    from dag_core.synthesis import SynthesisSpec
-    from flows._cli import flow_kwargs
-    from flows.pipeline import STAGES
-    from tasks import config_from_params
+    from flows.schema.stages import SCHEMAS, validate_stage
 
     data = yaml.safe_load((REPO / path).read_text())
     RuntimeConfig.from_params(data["runtime"])
-    for stage, fn in STAGES.items():
+    for stage in SCHEMAS:
         group = data[stage]
         assert group["runtime"] == data["runtime"], stage
-        flow_kwargs(fn, group)
-    if not data["base_model"].get("pretrained"):
-        config_from_params(TrainConfig, data["base_model"]["train"], "base")
-    config_from_params(HeadConfig, data["train_heads"]["config"], "head")
-    config_from_params(HeadConfig, data["probe_heads"]["config"], "probe")
-    config_from_params(PriorConfig, data["train_prior"]["config"], "prior")
-    config_from_params(DownstreamConfig, data["downstream"]["config"], "downstream")
-    syn = data["synthesize"]
-    settings = {k: {**syn["guidance"], **(v or {})} for k, v in syn["variants"].items()}
-    SynthesisSpec(num_samples=syn["num_samples"], shard_size=syn["shard_size"], variants=settings)
+        validate_stage(stage, group, files=False)
 
 
 def test_accuracy_at_head_resolution_measures_the_lever(unet, scheduler) -> None:
@@ -469,21 +455,19 @@ def test_accuracy_at_head_resolution_measures_the_lever(unet, scheduler) -> None
     "path", sorted(p.name for p in (REPO / "profiles").glob("embedded-base*.yaml"))
 )
 def test_embedded_base_model_training_profiles_are_valid(path: str) -> None:
-    """The profiles that trained the shipped base model (its README) still parse: the flow and
-    TrainConfig accept every key, and each stage after the first warm-starts from the shipped
-    weights into its own folder, never into the repository's copy."""
+    """The profiles that trained the shipped base model (its README) still parse: the stage's
+    schema and TrainConfig accept every key, and each stage after the first warm-starts from the
+    shipped weights into its own folder, never into the repository's copy."""
     import yaml
 
     from dag_core.backbone import TrainConfig
-    from flows._cli import flow_kwargs
-    from flows.pipeline import STAGES
-    from tasks import config_from_params
+    from flows.schema.stages import validate_stage
 
     data = yaml.safe_load((REPO / "profiles" / path).read_text())
     assert set(data) == {"base_model"}
     group = data["base_model"]
-    flow_kwargs(STAGES["base_model"], group)
-    config = config_from_params(TrainConfig, group["train"], "base")
+    validate_stage("base_model", group, files=False)
+    config = TrainConfig.from_params(group["train"])
     assert group["pretrained"] is None
     if path != "embedded-base.yaml":
         assert config.init_from == "dag_core/embedded/world-ddpm-32"

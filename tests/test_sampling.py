@@ -34,8 +34,13 @@ def prior() -> DepthPrior:
     return tiny_prior()
 
 
+#: the setting these tests were written for: mean mode, w = 40, guidance at every step (the
+#: library's defaults are now params.yaml's: paper mode, w_dc 0.3 / w_dp 0.5, window [0, 0.6])
+MEAN_40 = {"w_dc": 40.0, "w_dp": 40.0, "window": (0.0, 1.0), "scale_mode": "mean"}
+
+
 def _guidance(unet, heads, prior, **kwargs) -> DepthGuidance:
-    return DepthGuidance(unet, heads, prior, GuidanceConfig(**kwargs))
+    return DepthGuidance(unet, heads, prior, GuidanceConfig(**{**MEAN_40, **kwargs}))
 
 
 # --- schedulers and generators -------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """Scale-out as users run it (README "Scale out"): real servers, real workers, real bytes.
 
-* a Prefect **work pool**: ``prefect work-pool create --type process``, ``prefect deploy`` from
-  prefect.yaml, a ``prefect worker start`` process and ``prefect deployment run
-  'synthesize-dataset/default'`` write the same shard bytes as a local run, and the worker stops
-  cleanly (none of its processes outlive it);
+* one set of defaults: in a copy of the project with tiny models, ``dvc repro``, a Prefect
+  **work pool** (``prefect work-pool create --type process``, ``prefect deploy`` from
+  prefect.yaml, a ``prefect worker start`` process, ``prefect deployment run
+  'synthesize-dataset/default'``) and a ``--serve`` deployment, given no synthesis parameters,
+  all take params.yaml's and write the same shard bytes; the worker stops cleanly (none of its
+  processes outlive it);
 * an **external Dask cluster** started as separate commands (``dask scheduler``, two ``dask
   worker``), as on several machines: ``task_runner.address`` gives the same bytes as a local run,
   and when a worker dies mid-run the run still ends with exactly those bytes (Dask reschedules
@@ -17,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,10 +108,12 @@ def _same_bytes(a: Path, b: Path, variants: tuple[str, ...] = ("unguided", "dag"
         assert _digest(a / variant) == _digest(b / variant), variant
 
 
-def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    cmd: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT
+) -> subprocess.Popen[bytes]:
     with open(log, "wb") as f:
         return subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
         )
 
 
@@ -148,40 +153,95 @@ def env(tmp_path: Path, api: str) -> dict[str, str]:
     return _env(tmp_path, api)
 
 
-def test_work_pool_deployment_matches_local_run(
-    tmp_path: Path, env: dict[str, str], models: dict[str, str]
-) -> None:
-    local = tmp_path / "local"
-    group = _group(models, local)
-    _finish(_local_run(tmp_path, env, group))
+TINY_SYNTHESIS = {"num_samples": 4, "batch_size": 2, "shard_size": 2, "steps": 3}
+
+
+def _tiny_project(dst: Path) -> Path:
+    """The project's source files in a fresh folder, tiny models at params.yaml's model paths
+    and params.yaml with only the synthesis sizes made tiny: every other synthesize parameter
+    (guidance, variants, seed, sampler, runtime, ...) is the shipped default."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for rel in listed:
+        if (ROOT / rel).is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dst / rel)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    models = write_tiny_models(dst / "models")
+    for key in ("base_model", "heads", "prior"):
+        assert Path(models[key]) == dst / params["synthesize"][key]
+    params["synthesize"].update(TINY_SYNTHESIS)
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
+    return dst
+
+
+def _run_deployment(name: str, env: dict[str, str], cwd: Path, watch: subprocess.Popen) -> str:
+    """``prefect deployment run NAME --watch`` (no parameters); asserts it completed."""
+    cmd = [sys.executable, "-m", "prefect", "deployment", "run", name]
+    cmd += ["--watch", "--watch-interval", "1"]
+    runner = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    while runner.poll() is None:
+        assert watch.poll() is None, f"{watch.args} exited"
+        time.sleep(0.2)
+    out = runner.stdout.read()  # type: ignore[union-attr]
+    assert runner.returncode == 0 and "COMPLETED" in out.upper(), out[-3000:]
+    return out
+
+
+def test_dvc_work_pool_and_served_runs_write_the_same_bytes(tmp_path: Path, api: str) -> None:
+    """``dvc repro``, ``prefect deployment run`` on prefect.yaml's work-pool deployment and a
+    ``--serve`` deployment, none given any synthesis parameter but the work-pool deployment's
+    ``out_dir``: all start from params.yaml, so all write the same shard bytes; the two
+    deployments' metrics and reports land beside their data, the DVC run's are untouched."""
+    project = _tiny_project(tmp_path / "project")
+    env = prefect_env(tmp_path / "home", api)
+    env["PYTHONPATH"] = str(project)
+    variants = tuple(
+        yaml.safe_load((project / "params.yaml").read_text())["synthesize"]["variants"]
+    )
+    assert len(variants) == 4
+
+    dvc = [sys.executable, "-m", "dvc", "repro", "--single-item", "synthesize"]
+    run = subprocess.run(dvc, cwd=project, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    metrics = (project / "metrics/synthesis.json").read_bytes()
+    assert json.loads(metrics).keys() == set(variants)
+    sheet = (project / "reports/synthesis/samples.png").read_bytes()
 
     prefect = [sys.executable, "-m", "prefect"]
     run = subprocess.run(
         [*prefect, "work-pool", "create", "dag", "--type", "process"],
-        cwd=ROOT, env=env, capture_output=True, text=True,
+        cwd=project, env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
     run = subprocess.run(
         [*prefect, "--no-prompt", "deploy", "--all"],
-        cwd=ROOT, env=env, capture_output=True, text=True,
+        cwd=project, env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "synthesize-dataset/default" in run.stdout
 
-    worker_env = {**env, "DAG_PROJECT_DIR": str(ROOT)}
+    worker_env = {**env, "DAG_PROJECT_DIR": str(project)}
     worker = _spawn(
         [*prefect, "worker", "start", "--pool", "dag", "--name", "pytest-worker"],
         worker_env,
         tmp_path / "worker.log",
+        cwd=project,
     )
     seen: set[int] = set()
     try:
-        deployed = tmp_path / "deployed"
-        params = {**group, "out_dir": str(deployed)}
         cmd = [*prefect, "deployment", "run", "synthesize-dataset/default"]
-        cmd += ["--params", json.dumps(params), "--watch", "--watch-interval", "1"]
+        cmd += ["--watch", "--watch-interval", "1"]
         runner = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            cmd, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         while runner.poll() is None:  # note every process the worker starts (the flow run's)
             seen |= _descendants(worker.pid)
@@ -190,7 +250,6 @@ def test_work_pool_deployment_matches_local_run(
         out = runner.stdout.read()  # type: ignore[union-attr]
         assert runner.returncode == 0, out[-3000:] + (tmp_path / "worker.log").read_text()[-3000:]
         assert "COMPLETED" in out.upper()
-        _same_bytes(local, deployed)
         assert seen, "the worker ran the flow in no subprocess"
     finally:
         code = _stop(worker, signal.SIGINT)
@@ -198,6 +257,34 @@ def test_work_pool_deployment_matches_local_run(
     assert code == 0, log[-3000:]
     assert "pytest-worker" in log
     assert not _alive(seen | {worker.pid}), "worker processes outlived `prefect worker start`"
+    deployed = project / "data/synthetic-deployed"
+    _same_bytes(project / "data/synthetic", deployed, variants)
+    assert json.loads((deployed / "_metrics.json").read_text()).keys() == set(variants)
+    assert (deployed / "_report/samples.png").is_file()
+
+    served_log = tmp_path / "serve.log"
+    server = _spawn(
+        [sys.executable, "-m", "flows.synthesize", "--serve", "pytest-served",
+         "out_dir=data/synthetic-served"],
+        {**env, "PYTHONUNBUFFERED": "1"},
+        served_log,
+        cwd=project,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while "pytest-served" not in served_log.read_text(errors="replace"):
+            assert server.poll() is None, served_log.read_text()[-3000:]
+            assert time.monotonic() < deadline, served_log.read_text()[-3000:]
+            time.sleep(0.5)
+        _run_deployment("synthesize-dataset/pytest-served", env, project, server)
+    finally:
+        _stop(server, signal.SIGINT)
+    served = project / "data/synthetic-served"
+    _same_bytes(project / "data/synthetic", served, variants)
+    assert (served / "_metrics.json").read_bytes() == (deployed / "_metrics.json").read_bytes()
+    # neither deployment wrote over the DVC run's metrics or report
+    assert (project / "metrics/synthesis.json").read_bytes() == metrics
+    assert (project / "reports/synthesis/samples.png").read_bytes() == sheet
 
 
 @contextmanager

@@ -15,13 +15,18 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pyarrow as pa
 from PIL import Image
+from pydantic import Field
 
 from dag_core.errors import DagError
+from dag_core.validation import check_value
+
+#: a shard's index in its dataset
+ShardIndex = Annotated[int, Field(ge=0)]
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "_manifest.json"
@@ -96,8 +101,7 @@ def decode_depth(buf: bytes, dtype: str, height: int, width: int) -> np.ndarray:
 
 def shard_name(index: int) -> str:
     """File name of shard ``index``: ``part-00000.parquet``, ``part-00001.parquet``, ..."""
-    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-        raise DagError(f"shard index must be a non-negative int, got {index!r}")
+    check_value(ShardIndex, index, "shard index")
     return f"part-{index:05d}.parquet"
 
 

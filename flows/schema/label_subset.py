@@ -1,0 +1,62 @@
+"""Stage ``label_subset``'s params schema (:mod:`flows.label_subset`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from dag_core.configs.types import DepthDtype
+from dag_core.errors import ParamError
+from flows.schema import models
+from flows.schema.base import (
+    In,
+    NonNegativeInt,
+    OutDir,
+    PositiveInt,
+    Runtime,
+    StageParams,
+    Text,
+)
+
+#: the sources of :data:`dag_core.sources.SOURCE_KINDS` and the NYU splits of
+#: :data:`dag_core.nyu.SPLITS` (a test keeps them equal)
+Source = Literal["world", "nyu", "folder"]
+NyuSplit = Literal["test", "train", "all"]
+
+
+class LabelSubsetParams(StageParams):
+    """The params of stage ``label_subset``: the labelled subset.
+
+    One field per parameter of :func:`flows.label_subset.label_subset` (described in params.yaml).
+    """
+
+    stage = "label_subset"
+
+    runtime: Runtime
+    source: Source
+    path: Text | None
+    depth_dir: Text | None
+    split: NyuSplit
+    n: PositiveInt
+    n_heldout: NonNegativeInt
+    seed: NonNegativeInt
+    resolution: PositiveInt | None
+    depth_dtype: DepthDtype
+    base_model: Text
+    out_dir: OutDir
+
+    @classmethod
+    def check(cls, p: dict[str, Any]) -> None:
+        if p["source"] != "world" and p["path"] is None:
+            raise ParamError(cls.key("path"), None, f"source {p['source']!r} needs a path")
+
+    @classmethod
+    def inputs(cls, p: dict[str, Any]) -> Iterator[In]:
+        for name in ("path", "depth_dir"):
+            if p[name] is not None and p["source"] != "world":
+                yield In(cls.key(name), p[name])
+
+    @classmethod
+    def check_models(cls, p: dict[str, Any]) -> None:
+        if p["resolution"] is None:  # the pairs take the base model's sample size
+            models.base_model_timesteps(cls.key("base_model"), p["base_model"])
