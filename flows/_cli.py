@@ -38,6 +38,7 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -45,6 +46,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, nullcontext, suppress
+from pathlib import Path
 from typing import Any, NoReturn
 
 from dag_core.errors import DagError, RunInterrupted
@@ -117,19 +119,47 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
+def _api_failure(exc: BaseException) -> str:
+    """What went wrong talking to the Prefect API, in a few words (``HTTP 500 for POST
+    /api/flow_runs/``, ``ConnectError: ...``)."""
+    response, request = getattr(exc, "response", None), getattr(exc, "request", None)
+    status = getattr(response, "status_code", None)
+    if status is not None and request is not None:
+        return f"HTTP {status} for {request.method} {request.url.path}"
+    return _first_line(exc)
+
+
+def _server_error(log: Path) -> str | None:
+    """The last exception the run's own server logged (e.g. ``sqlite3.OperationalError: disk
+    I/O error`` when its database cannot grow), if any."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    found = [ln.strip() for ln in lines if _EXC_LINE.match(ln)]
+    return found[-1] if found else None
+
+
+_EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): \S")
+
+
 def failure_line(exc: BaseException) -> str:
     """The one ``error: ...`` line for an exception no check anticipated (exit status 1): the
-    Prefect API failing (naming the run's own server log), memory, or a bug."""
+    Prefect API failing (with what the run's own server logged), memory, or a bug."""
     names = {c.__module__.split(".")[0] for c in type(exc).__mro__}
     server = _STATE["server"]
     if names & {"httpx", "httpcore", "prefect"} or (server is not None and not server.alive()):
-        url = os.environ.get("PREFECT_API_URL") or "the Prefect API"
-        where = f"; see {server.log_path}" if server is not None else ""
+        url = os.environ.get("PREFECT_API_URL") or "(no URL)"
+        detail, whose = _api_failure(exc), "the"
         if server is not None:
             server.failed = True
+            logged = _server_error(server.log_path)
+            detail += f"; the server logged {logged}" if logged else ""
+            detail += f"; see {server.log_path}"
+            whose = "the run's"
         return "error: " + _one_line(
-            f"the Prefect server at {url} failed ({_first_line(exc)}){where}; rerun the same "
-            "command"
+            f"{whose} Prefect server at {url} failed ({detail}); rerun the same command once "
+            "it is fixed"
         )
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return "error: " + _one_line(
