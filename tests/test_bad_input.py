@@ -609,9 +609,10 @@ def test_ctrl_c_kill_9_and_resume(project: dict[str, Any], own_home: Path, tmp_p
         "out_dir": str(out),
         "num_samples": 4,
         "steps": 8,
+        "variants": {"dag": {}, "unguided": {"w_dc": 0.0, "w_dp": 0.0}},  # rendered in order
         "metrics_file": None,
     }
-    params.write_text(yaml.safe_dump({"synthesize": group}))
+    params.write_text(yaml.safe_dump({"synthesize": group}, sort_keys=False))
     cmd = [sys.executable, "-m", "flows.synthesize", "--params", str(params)]
 
     def start() -> subprocess.Popen[str]:
@@ -625,7 +626,7 @@ def test_ctrl_c_kill_9_and_resume(project: dict[str, Any], own_home: Path, tmp_p
             start_new_session=True,  # its own group, as a shell gives a command
         )
 
-    proc = start()  # variants run in params order: dag, then unguided
+    proc = start()
     try:
         _wait_for(proc, lambda: (out / "dag" / "part-00000.parquet").exists())
         servers = _server_children(proc.pid)
@@ -663,7 +664,9 @@ def test_ctrl_c_kill_9_and_resume(project: dict[str, Any], own_home: Path, tmp_p
     assert verify.returncode == 2 and _lines(verify.stderr), verify.stdout
     assert f"{out / 'dag'} is unfinished: " in verify.stdout, verify.stdout
 
-    run = subprocess.run(cmd, cwd=ROOT, env=project["env"], capture_output=True, text=True)
+    run = subprocess.run(
+        cmd, cwd=ROOT, env=project["env"], capture_output=True, text=True, timeout=600
+    )
     assert run.returncode == 0 and run.stderr == "", run.stderr[-3000:]
     models = {k: project["synth"][k] for k in ("base_model", "heads", "prior")}
     clean = _clean_render(out, models, tmp_path / "clean")
