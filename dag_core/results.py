@@ -172,12 +172,17 @@ def heads_section(record: Record) -> str:
 
 
 def synthesis_section(record: Record) -> str:
-    """Guidance losses of the finished samples (``metrics/synthesis.json`` of ``synthesize``)."""
+    """Guidance losses of the finished samples (``metrics/synthesis.json`` of ``synthesize``):
+    one row per variant (an entry with ``L_dc``; other entries are not variants)."""
     rows = []
     for name, row in record.data.items():
-        _need(row, ("L_dc", "n"), f"{record.path} variant {name}")
+        if not (isinstance(row, Mapping) and "L_dc" in row):
+            continue
+        _need(row, ("n",), f"{record.path} variant {name}")
         l_dp = num(row["L_dp"], 4) if "L_dp" in row else "—"
         rows.append((name, str(row["n"]), num(row["L_dc"], 4), l_dp))
+    if not rows:
+        raise DagError(f"{record.path} holds no variant with L_dc")
     return (
         f"## Guidance losses of the samples (`{record.path}`)\n\n"
         "For the first samples of each variant (same seeds in every variant), the two guidance "

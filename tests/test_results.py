@@ -426,6 +426,7 @@ def test_heads_section_and_missing_keys() -> None:
 def test_results_report_assembles_every_section_in_order() -> None:
     sweep = {"paper_0-1": [_sweep_row(0, 50), _sweep_row(1, 55)]}
     synthesis = {"unguided": {"L_dc": 0.01, "L_dp": 0.02, "n": 4}, "dag": {"L_dc": 0.005, "n": 4}}
+    synthesis["note"] = {"other": 1.0}  # not a variant: skipped
     text = results_report(
         Record(HEADS, "m/heads.json"),
         Record(synthesis, "m/synthesis.json"),
@@ -450,4 +451,5 @@ def test_results_report_assembles_every_section_in_order() -> None:
         "| dag − unguided | -1.0 [-1.5, -0.5] (-3.0 %): lower | +2.0 [+1.5, +2.5] (+2.0 %)" in text
     )
     assert "### Headroom" not in text  # no floor in this record
+    assert "| note |" not in text
     assert text.endswith("\n") and not text.endswith("\n\n")
