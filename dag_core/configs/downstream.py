@@ -20,8 +20,8 @@ REGIMES = ("alone", "finetune", "mix")
 #: where a training set's depth labels come from (:class:`TrainingSet`)
 LABEL_SOURCES = ("stored", "heads", "reference")
 PositiveInt = Annotated[int, Field(ge=1)]
-#: the one-cycle schedule warms up over 10 % of the steps: fewer than this leaves no warm-up step
-MIN_STEPS = 20
+#: the one-cycle schedule needs at least two warm-up steps and one annealing step
+MIN_STEPS = 3
 
 
 @dataclass
@@ -33,8 +33,9 @@ class DownstreamConfig(Checked):
     Args:
         resolution: Training and test crop size (a multiple of the network stride).
         channels: Channels per U-Net level.
-        steps: Optimisation steps (the same budget for every training set; at least 20, since
-            the one-cycle learning-rate schedule warms up over the first 10 %).
+        steps: Optimisation steps (the same budget for every training set; at least 3: the
+            one-cycle learning-rate schedule warms up over the first 10 %, and over at least
+            two steps, :attr:`warmup_fraction`).
         batch_size: Samples per step.
         lr: AdamW learning rate (peak of the one-cycle schedule).
         seed: Seed of the initial weights and the data stream.
@@ -67,6 +68,12 @@ class DownstreamConfig(Checked):
                 "resolution",
                 f"is not a multiple of the network stride {stride} ({len(self.channels)} levels)",
             )
+
+    @property
+    def warmup_fraction(self) -> float:
+        """The one-cycle schedule's ``pct_start``: 10 %, and at least two steps (a one-step
+        warm-up divides by zero in torch's OneCycleLR, e.g. at 10 steps)."""
+        return max(0.1, 2.0 / self.steps)
 
     @property
     def finetune_steps(self) -> int:

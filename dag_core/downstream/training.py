@@ -155,7 +155,7 @@ def train_depth_net(
     flips = torch.Generator().manual_seed(config.seed + 1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=config.steps, pct_start=0.1
+        optimizer, max_lr=config.lr, total_steps=config.steps, pct_start=config.warmup_fraction
     )
     model.train()
     rows: list[dict[str, float]] = []
