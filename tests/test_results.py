@@ -453,3 +453,30 @@ def test_results_report_assembles_every_section_in_order() -> None:
     assert "### Headroom" not in text  # no floor in this record
     assert "| note |" not in text
     assert text.endswith("\n") and not text.endswith("\n\n")
+
+
+@pytest.mark.parametrize("name", ["downstream_runs1.json", "downstream_runs2.json"])
+def test_the_downstream_stage_own_records_render(name: str) -> None:
+    """The records the downstream stage writes today (its golden files, ``tests/test_reports.py``)
+    render whole: every split, comparison, diagnostic row and curve point."""
+    import json
+
+    data = json.loads((ROOT / "tests/golden" / name).read_text())
+    text = downstream_section(Record(data, f"metrics/{name}"), "Downstream")
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    splits = downstream_splits(data)
+    expected = len(data.get("training_sets", {})) + sum(len(r) for r in splits.values())
+    expected += len(data.get("comparisons", []))
+    expected += len((data.get("diagnostic") or {}).get("sets", []))
+    expected += sum(len(points) for points in (data.get("curves") or {}).values())
+    headers = bool(data.get("training_sets")) + len(splits) + bool(data.get("comparisons"))
+    headers += bool((data.get("diagnostic") or {}).get("sets")) + bool(data.get("curves"))
+    assert len(rows) == expected + headers
+    assert downstream_comparisons(data) == data["comparisons"]
+    heads, dfid = Record(HEADS, "m/heads.json"), Record(DFID, "m/dfid.json")
+    picked = headline_rows(heads, dfid, [Record(data, "m/d.json")])[4:]
+    assert [r[0] for r in picked] == [
+        f"downstream depth net AbsRel on {row['split']}, dag − unguided"
+        for row in data["comparisons"]
+        if (row["set"], row["reference"]) == ("dag", "unguided")
+    ]
