@@ -71,20 +71,49 @@ def test_dvc_repro_smoke_profile(tmp_path: Path, api: str, nyu_test50_dir: Path)
         assert rows[1].split(",")[1] == rows_w0_dfid  # w = 0 is the shared unguided point
     assert (project / "plots/sweep.png").stat().st_size > 1000
     down = json.loads((project / "metrics/downstream.json").read_text())
-    assert set(down["world"]) == {"labelled", "unguided", "dag"}
-    assert set(down["nyu"]) == {"labelled", "unguided", "dag"}
+    sets = {
+        "labelled",
+        "unguided",
+        "dag",
+        "labelled+unguided",
+        "labelled+dag",
+        "labelled+dag-mix",
+        "dag-reflabels",
+        "real-headlabels",
+        "real-exact",
+        "labelled+dag@2",
+    }  # every regime, label source, subset and curve point of the smoke profile
+    assert set(down["world"]) == set(down["nyu"]) == set(down["training_sets"]) == sets
     assert all(0 < r["abs_rel"] < 10 for r in down["nyu"].values())
-    assert down["paired"]["reference"] == "unguided"
-    for split in ("world", "nyu"):
-        assert set(down["paired"][split]) == {"labelled", "dag"}
-        row = down["paired"][split]["dag"]
-        assert row["abs_rel_diff_ci_lo"] <= row["abs_rel_diff"] <= row["abs_rel_diff_ci_hi"]
-        assert row["abs_rel_diff"] == pytest.approx(
-            down[split]["dag"]["abs_rel"] - down[split]["unguided"]["abs_rel"]
-        )
+    assert down["training_sets"]["labelled+dag-mix"]["regime"] == "mix"
+    assert down["training_sets"]["real-headlabels"] == {
+        "data": "data/reference/train",
+        "regime": "alone",
+        "labels": "heads",
+        "pairs": 4,
+        "limit": 4,
+        "drop_uncertain": 0.0,
+    }
+    pairs = {(r["split"], r["set"], r["reference"]): r for r in down["comparisons"]}
+    assert len(pairs) == 10 and ("nyu", "dag", "unguided") in pairs  # 5 comparisons, 2 splits
+    row = pairs[("world", "dag", "unguided")]
+    assert row["abs_rel_diff_ci_lo"] <= row["abs_rel_diff"] <= row["abs_rel_diff_ci_hi"]
+    assert row["abs_rel_diff"] == pytest.approx(
+        down["world"]["dag"]["abs_rel"] - down["world"]["unguided"]["abs_rel"]
+    )
+    assert [r["set"] for r in down["diagnostic"]["sets"]] == [
+        "dag",
+        "dag-reflabels",
+        "real-headlabels",
+        "real-exact",
+    ]
+    assert [r["n"] for r in down["curves"]["labelled+dag"]] == [2, 4]
+    assert (project / "plots/downstream_vs_n/labelled+dag.csv").read_text().startswith("n,abs_rel")
     assert "2 training runs per set" in (project / "metrics/downstream.md").read_text()
-    assert down["paired"]["runs"] == 2 and down["world"]["dag"]["runs"] == 2
+    assert down["runs"] == 2 and down["world"]["dag"]["runs"] == 2
     assert down["world"]["dag"]["abs_rel_run_sd"] >= 0
+    kept = json.loads((project / "models/downstream/dag/seed-0/depth_net.json").read_text())
+    assert kept["training"]["kept"]["step"] in (2, 3)  # validation every 2 of 3 steps
     nets = [project / f"models/downstream/dag/seed-{s}/depth_net.safetensors" for s in (0, 1)]
     assert nets[0].read_bytes() != nets[1].read_bytes()  # two training runs, two seeds
     assert (project / "reports/synthesis/samples.png").stat().st_size > 1000
