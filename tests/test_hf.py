@@ -55,7 +55,7 @@ def test_load_dataset_parquet_opens_generated_dataset_as_is(generated: Path, tmp
     for i, want in enumerate(reference):
         row = decoded[i]
         assert row["id"] == want.id and row["seed"] == want.seed
-        assert row["uncertainty"] == want.uncertainty
+        assert row["uncertainty"] == want.uncertainty and want.uncertainty > 0  # the label's score
         assert row["image"].dtype == np.uint8 and row["image"].shape == (32, 32, 3)
         np.testing.assert_array_equal(row["image"], want.rgb)
         assert row["depth"].dtype == np.float32 and row["depth"].shape == (32, 32)
