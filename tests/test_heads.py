@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -27,6 +28,8 @@ from dag_core.heads import (
 from dag_core.probe import accuracy_vs_t
 from dag_core.resize import upsample_concat_matrix
 from dag_core.unet_configs import CHURCH_256_SCHEDULER, tiny_unet
+
+REPO = Path(__file__).resolve().parents[1]
 
 # high-resolution layers carry per-pixel signal even with the random weights of the test U-Net
 TEST_CONFIG = HeadConfig(
@@ -331,3 +334,43 @@ def test_ensemble_config() -> None:
         HeadConfig(ensemble=0)
     with pytest.raises(DagError, match="at least 2 members"):
         HeadEnsemble([DepthHead(4, (4,), 8)])
+
+
+def test_stage_tasks_record_members_and_train_time(tmp_path) -> None:
+    """Stage train_heads with K = 2: the heads folder holds train_time.json (kept out of DVC's
+    hash by .dvcignore) and metrics/heads.json adds each member's held-out scores; K = 1 writes
+    the metrics keys it always did."""
+    from diffusers import DDPMPipeline
+
+    from dag_core.shards import Sample, write_dataset
+    from tasks.heads import TRAIN_TIME_FILE, evaluate_heads, fit_heads
+
+    base = str(tmp_path / "base")
+    scheduler = DDPMScheduler(**CHURCH_256_SCHEDULER)
+    DDPMPipeline(unet=tiny_unet(32, seed=0), scheduler=scheduler).save_pretrained(base)
+    for split, seed in (("train", 0), ("heldout", 1)):
+        images, depths = synthetic(4, seed)
+        rgb = ((images + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        samples = [Sample(f"{split}-{i}", rgb[i], depths[i, 0].numpy()) for i in range(4)]
+        write_dataset(tmp_path / "labelled" / split, samples)
+    config = {**ENSEMBLE_CONFIG.to_dict(), "steps": 2}
+    norm, runtime = DepthNorm().to_dict(), {"device": "cpu"}
+    for k in (1, 2):
+        out = tmp_path / f"heads-{k}"
+        labelled = str(tmp_path / "labelled")
+        fit_heads.fn(base, labelled, str(out), {**config, "ensemble": k}, norm, runtime)
+        timing = json.loads((out / TRAIN_TIME_FILE).read_text())
+        assert timing["train_seconds"] > 0 and (timing["steps"], timing["ensemble"]) == (2, k)
+        metrics_file = tmp_path / f"heads-{k}.json"
+        evaluate_heads.fn(
+            base, labelled, str(out), [0, 50], str(metrics_file), str(tmp_path / "p.csv"), runtime
+        )
+        metrics = json.loads(metrics_file.read_text())
+        keys = ["t", "strong", "weak", "mean_depth_baseline", "n_train", "n_heldout"]
+        assert list(metrics) == keys + (["members"] if k > 1 else [])
+        if k > 1:
+            assert len(metrics["members"]) == 2 and set(metrics["members"][0]) == {
+                "abs_rel",
+                "delta1",
+            }
+    assert TRAIN_TIME_FILE in (REPO / ".dvcignore").read_text().split()
