@@ -55,6 +55,7 @@ def test_load_dataset_parquet_opens_generated_dataset_as_is(generated: Path, tmp
     for i, want in enumerate(reference):
         row = decoded[i]
         assert row["id"] == want.id and row["seed"] == want.seed
+        assert row["uncertainty"] == want.uncertainty and want.uncertainty > 0  # the label's score
         assert row["image"].dtype == np.uint8 and row["image"].shape == (32, 32, 3)
         np.testing.assert_array_equal(row["image"], want.rgb)
         assert row["depth"].dtype == np.float32 and row["depth"].shape == (32, 32)
@@ -69,6 +70,10 @@ def test_load_dataset_parquet_opens_generated_dataset_as_is(generated: Path, tmp
     assert shard_files(generated) == files
     same = load_shards(generated, cache_dir=tmp_path / "cache")
     np.testing.assert_array_equal(same[4]["depth"], reference[4].depth)
+    assert same[4]["uncertainty"] == reference[4].uncertainty
+    assert load_shards(generated, cache_dir=tmp_path / "cache", decode=False).features[
+        "uncertainty"
+    ] == datasets.Value("float32")
 
 
 def test_decode_uint16mm_and_float32_and_bad_rows(tmp_path: Path) -> None:
@@ -84,7 +89,7 @@ def test_decode_uint16mm_and_float32_and_bad_rows(tmp_path: Path) -> None:
         )
         row = decode_example(raw[0])
         np.testing.assert_array_equal(row["image"], rgb)
-        assert row["seed"] is None and row["meta"] == {}
+        assert row["seed"] is None and row["meta"] == {} and row["uncertainty"] is None
         if dtype == "uint16mm":
             assert row["depth"][0, 0] == 0.0
             np.testing.assert_allclose(row["depth"][1:], depth[1:], atol=5e-4)
@@ -98,3 +103,14 @@ def test_decode_uint16mm_and_float32_and_bad_rows(tmp_path: Path) -> None:
         decode_example({k: v for k, v in raw[0].items() if k != "rgb"})
     with pytest.raises(DagError, match="no part-"):
         shard_files(tmp_path / "nothing")
+
+
+def test_schema_version_1_shards_decode_with_no_uncertainty(tmp_path: Path) -> None:
+    """Datasets written before the ``uncertainty`` column open and decode as they are."""
+    v1 = Path(__file__).parent / "data" / "shards-v1"
+    ds = load_shards(v1, cache_dir=tmp_path / "cache")
+    assert ds.num_rows == 5 and "uncertainty" not in ds.column_names
+    rows = ds[:]
+    assert rows["id"] == [f"v1-{i}" for i in range(5)] and rows["uncertainty"] == [None] * 5
+    want = list(read_samples(v1))
+    np.testing.assert_array_equal(rows["depth"][3], want[3].depth)
