@@ -65,7 +65,7 @@ def _relabelled(
         depth = label(np.stack([s.rgb for s in chunk]))
         for sample, d in zip(chunk, depth, strict=True):
             meta = {**sample.meta, "labels": kind}
-            yield replace(sample, depth=np.asarray(d, np.float32), meta=meta)
+            yield replace(sample, depth=np.asarray(d, np.float32), meta=meta, uncertainty=None)
 
 
 def relabel_dataset(
