@@ -20,9 +20,11 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from diffusers import UNet2DModel
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
@@ -87,11 +89,53 @@ class DepthHead(nn.Module):
         return self.out(h)
 
 
+class HeadEnsemble(nn.Module):
+    """K strong heads reading the same features; its output is the members' mean.
+
+    Used for MLP-S when ``HeadConfig.ensemble`` > 1 (state-dict keys ``strong.members.<k>.*``);
+    with K = 1 ``DepthHeads.strong`` is a plain :class:`DepthHead`, as before ensembles existed.
+    """
+
+    def __init__(self, members: Sequence[DepthHead]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise DagError(f"an ensemble needs at least 2 members, got {len(members)}")
+        self.members = nn.ModuleList(members)
+
+    def member_outputs(self, g: Tensor, t: Tensor | int) -> Tensor:
+        """Every member's normalised depth, stacked: (K, B, 1, H, W)."""
+        return torch.stack([member(g, t) for member in self.members])
+
+    def forward(self, g: Tensor, t: Tensor | int) -> Tensor:
+        """The members' mean, (B, 1, H, W)."""
+        return self.member_outputs(g, t).mean(dim=0)
+
+
+def member_seed(seed: int, k: int) -> int:
+    """The seed of ensemble member ``k`` >= 1's initial weights in a run seeded ``seed`` (member
+    0 takes the run's own initialisation, so it starts as the single head of K = 1 does)."""
+    state = np.random.SeedSequence([seed, k]).generate_state(1, dtype=np.uint32)[0]
+    return int(state) & 0x7FFF_FFFF
+
+
+@dataclass
+class HeadOutputs:
+    """One evaluation of the heads: d^S (the members' mean), d^W, and (K > 1) every member's map
+    (K, B, 1, r, r), else None; all normalised depth."""
+
+    strong: Tensor
+    weak: Tensor
+    members: Tensor | None = None
+
+
 class DepthHeads(nn.Module):
     """MLP-S (``strong``) and MLP-W (``weak``) with everything needed to reuse them safely.
 
     ``layer_channels`` records the channel count of every decoder layer used, ``resolution`` the
     side of the depth maps the heads produce, ``base_hash`` the base U-Net they were trained on.
+    With ``config.ensemble`` = K > 1, ``strong`` is a :class:`HeadEnsemble`: member 0 is drawn
+    from the ambient RNG exactly where the single head is (before ``weak``), member k >= 1 from
+    its own seed :func:`member_seed` (config.seed, k).
     """
 
     def __init__(
@@ -115,12 +159,28 @@ class DepthHeads(nn.Module):
         self.resolution = int(resolution)
         self.base_hash = base_hash
         self.num_train_timesteps = int(num_train_timesteps)
-        self.strong = self._head(config.strong_blocks)
-        self.weak = self._head(config.weak_blocks)
+        first = self._head(config.strong_blocks)
+        weak = self._head(config.weak_blocks)  # drawn right after the first strong head
+        self.strong: DepthHead | HeadEnsemble = first
+        if config.ensemble > 1:
+            others = []
+            for k in range(1, config.ensemble):
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(member_seed(config.seed, k))
+                    others.append(self._head(config.strong_blocks))
+            self.strong = HeadEnsemble([first, *others])
+        self.weak = weak
 
     def _head(self, blocks: Sequence[int]) -> DepthHead:
         channels = sum(self.layer_channels[k] for k in blocks)
         return DepthHead(channels, self.config.hidden, self.config.time_dim)
+
+    @property
+    def strong_members(self) -> list[DepthHead]:
+        """The K strong heads (``[strong]`` when K = 1)."""
+        if isinstance(self.strong, HeadEnsemble):
+            return list(self.strong.members)  # type: ignore[arg-type]
+        return [self.strong]
 
     @property
     def blocks(self) -> tuple[int, ...]:
@@ -133,7 +193,7 @@ class DepthHeads(nn.Module):
                 f"expected {len(self.blocks)} feature maps (layers {list(self.blocks)}), "
                 f"got {len(features)}"
             )
-        dtype = self.strong.out.weight.dtype
+        dtype = self.weak.out.weight.dtype
         return {k: f.to(dtype) for k, f in zip(self.blocks, features, strict=True)}
 
     def forward(
@@ -152,11 +212,27 @@ class DepthHeads(nn.Module):
         runtime's deterministic form is :func:`dag_core.resize.upsample_concat_matrix`). The heads
         are pixel-wise, so a smaller ``resolution`` evaluates the same function on fewer pixels.
         """
+        out = self.predict(features, t, resolution=resolution, upsample=upsample)
+        return out.strong, out.weak
+
+    def predict(
+        self,
+        features: Sequence[Tensor],
+        t: Tensor | int,
+        *,
+        resolution: int | None = None,
+        upsample: Upsample = upsample_concat,
+    ) -> HeadOutputs:
+        """:meth:`forward` that also returns every ensemble member's map (K > 1): the same
+        computation, so d^S is bit for bit :meth:`forward`'s."""
         by_block = self._by_block(features)
         size = self.resolution if resolution is None else int(resolution)
         g_s = upsample([by_block[k] for k in self.config.strong_blocks], size)
         g_w = upsample([by_block[k] for k in self.config.weak_blocks], size)
-        return self.strong(g_s, t), self.weak(g_w, t)
+        if isinstance(self.strong, HeadEnsemble):
+            members = self.strong.member_outputs(g_s, t)
+            return HeadOutputs(members.mean(dim=0), self.weak(g_w, t), members)
+        return HeadOutputs(self.strong(g_s, t), self.weak(g_w, t))
 
     def save(self, directory: str | Path) -> Path:
         """Write ``heads.safetensors`` and ``heads.json`` into ``directory`` (each file
@@ -168,7 +244,7 @@ class DepthHeads(nn.Module):
             save_file(state, tmp)
         meta = {
             "format_version": FORMAT_VERSION,
-            "config": self.config.to_dict(),
+            "config": self.config.record(),
             "norm": self.norm.to_dict(),
             "layer_channels": {str(k): v for k, v in sorted(self.layer_channels.items())},
             "resolution": self.resolution,
@@ -180,7 +256,8 @@ class DepthHeads(nn.Module):
 
     @classmethod
     def load(cls, directory: str | Path) -> DepthHeads:
-        """Rebuild heads saved by :meth:`save` (on CPU, in eval mode)."""
+        """Rebuild heads saved by :meth:`save` (on CPU, in eval mode); folders written before
+        ensembles existed load as K = 1."""
         directory = Path(directory)
         meta_path, weights_path = directory / META_FILE, directory / WEIGHTS_FILE
         for path in (meta_path, weights_path):
@@ -329,10 +406,15 @@ def fit_pixel_heads(
                 target = norm.normalize(torch.where(mask, labels, norm.max_depth))
                 weight = mask.float()
                 losses: dict[str, Tensor] = {}
+                inputs: dict[tuple[tuple[int, ...], torch.dtype], Tensor] = {}  # ensemble: once
                 for name, (layer_blocks, head) in heads.items():
                     dtype = head.out.weight.dtype
-                    g = sample_pixels([by_block[k].to(dtype) for k in layer_blocks], pixels, size)
-                    pred = head(g, t)[:, 0, :, 0]
+                    key = (tuple(layer_blocks), dtype)
+                    if key not in inputs:
+                        inputs[key] = sample_pixels(
+                            [by_block[k].to(dtype) for k in layer_blocks], pixels, size
+                        )
+                    pred = head(inputs[key], t)[:, 0, :, 0]
                     losses[name] = ((pred - target).abs() * weight).sum() / weight.sum().clamp(
                         min=1
                     )
@@ -376,6 +458,11 @@ def train_heads(
     (B, 3, H, W) at the U-Net's resolution, depth in metres (B, 1, R, R); 0/NaN = no label).
     The heads output R×R maps. Returns the heads (eval mode, on the U-Net's device) and the
     per-step log rows {"step", "loss_s", "loss_w"}.
+
+    With ``config.ensemble`` = K > 1 the K strong members are trained side by side with the weak
+    head, each on its own L1 loss, on the same U-Net forward, noise, t and pixels per step (so
+    member 0 follows the same path as the single head of K = 1); the rows hold
+    "loss_s0" … "loss_s{K-1}" and "loss_w".
     """
     layers = decoder_layers(unet)
     check_blocks(layers, (*config.strong_blocks, *config.weak_blocks))
@@ -390,15 +477,13 @@ def train_heads(
             base_hash=base_hash,
             num_train_timesteps=int(scheduler.config.num_train_timesteps),
         )
-    rows = fit_pixel_heads(
-        unet,
-        scheduler,
-        stream,
-        {"s": (config.strong_blocks, heads.strong), "w": (config.weak_blocks, heads.weak)},
-        config,
-        norm,
-        log=log,
-    )
+    members = heads.strong_members
+    named = {"s": members[0]} if len(members) == 1 else {f"s{k}": m for k, m in enumerate(members)}
+    trained: dict[str, tuple[Sequence[int], DepthHead]] = {
+        name: (config.strong_blocks, head) for name, head in named.items()
+    }
+    trained["w"] = (config.weak_blocks, heads.weak)
+    rows = fit_pixel_heads(unet, scheduler, stream, trained, config, norm, log=log)
     return heads.eval(), rows
 
 

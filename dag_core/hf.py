@@ -20,10 +20,11 @@ written).
 
 The raw columns are those of :data:`dag_core.shards.SCHEMA`: ``rgb`` PNG bytes, ``depth`` raw
 little-endian bytes in ``depth_dtype`` (``float16`` / ``float32`` / ``uint16mm``), ``height``,
-``width``, ``seed``, ``source`` and ``meta`` (JSON text). :func:`decode_example` and
-:func:`decode_batch` turn them into arrays with the same decoding as the project's own readers
-(:func:`dag_core.shards.decode_depth`), so depth is float32 metres and never 8-bit. ``datasets``
-itself is an optional dependency (the ``dev`` extra); only :func:`load_shards` imports it.
+``width``, ``seed``, ``source``, ``meta`` (JSON text) and ``uncertainty`` (float32, nullable).
+:func:`decode_example` and :func:`decode_batch` turn them into arrays with the same decoding as
+the project's own readers (:func:`dag_core.shards.decode_depth`), so depth is float32 metres and
+never 8-bit. ``datasets`` itself is an optional dependency (the ``dev`` extra); only
+:func:`load_shards` imports it.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ _DECODED = ("image", "depth", "meta")
 
 def decode_example(row: dict[str, Any]) -> dict[str, Any]:
     """Decode one raw row: ``image`` uint8 (H, W, 3), ``depth`` float32 (H, W) metres, ``meta``
-    dict; ``id``, ``seed`` and ``source`` are passed through, the raw byte columns dropped."""
+    dict; ``id``, ``seed``, ``source`` and ``uncertainty`` (the label's score; None where it has
+    none, as in shards of schema version 1) are passed through, the raw byte columns dropped."""
     try:
         height, width = int(row["height"]), int(row["width"])
         depth = decode_depth(row["depth"], row["depth_dtype"], height, width)
@@ -58,6 +60,7 @@ def decode_example(row: dict[str, Any]) -> dict[str, Any]:
             f"depth is {width}x{height}"
         )
     out = {k: row[k] for k in ("id", "seed", "source") if k in row}
+    out["uncertainty"] = row.get("uncertainty")
     meta = row.get("meta")
     out.update(image=image, depth=depth, meta=json.loads(meta) if meta else {})
     return out

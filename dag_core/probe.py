@@ -236,16 +236,26 @@ def accuracy_vs_t(
     batch_size: int = 4,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """Held-out accuracy of MLP-S and MLP-W at each t; rows {"t", "branch", "abs_rel", "delta1"}."""
+    """Held-out accuracy of MLP-S and MLP-W at each t; rows {"t", "branch", "abs_rel", "delta1"}.
+
+    With an ensemble of K strong heads, ``strong`` is the members' mean (what guidance uses) and
+    each member k adds rows of branch ``strong_<k>``.
+    """
     heads.check_compatible(unet)
     heads.to(unet.device)
     blocks = heads.blocks
     was_training = heads.training
     heads.eval()
+    branches = ["strong", "weak"]
+    if heads.config.ensemble > 1:
+        branches += [f"strong_{k}" for k in range(heads.config.ensemble)]
 
     def predict(features: Mapping[int, Tensor], t_batch: Tensor) -> dict[str, Tensor]:
-        strong, weak = heads([features[k] for k in blocks], t_batch)
-        return {"strong": strong, "weak": weak}
+        out = heads.predict([features[k] for k in blocks], t_batch)
+        maps = {"strong": out.strong, "weak": out.weak}
+        if out.members is not None:
+            maps.update({f"strong_{k}": m for k, m in enumerate(out.members)})
+        return maps
 
     rows = []
     try:
@@ -261,7 +271,7 @@ def accuracy_vs_t(
                 batch_size=batch_size,
                 seed=seed,
             )
-            rows += [{"t": int(t), "branch": b, **_scores(metrics[b])} for b in ("strong", "weak")]
+            rows += [{"t": int(t), "branch": b, **_scores(metrics[b])} for b in branches]
     finally:
         heads.train(was_training)
     return rows

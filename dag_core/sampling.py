@@ -7,6 +7,10 @@ g of :mod:`dag_core.guidance` under the config's ``scale_mode``
 (:func:`dag_core.strength.guided_step`: paper = classifier-guidance convention, mean =
 ``step(ε).prev_sample − g``); with all guidance scales at 0 the loop is the unguided sampler
 bit for bit and builds no autograd graph.
+
+After the last step the strong head labels the clean sample (t = 0, :func:`final_label`); the same
+U-Net forward gives the label's uncertainty score (:mod:`dag_core.uncertainty`: the mean of the
+top 10 % of the per-pixel strong/weak disagreement, or of the ensemble's spread).
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from dag_core.errors import DagError, ParamError
+from dag_core.features import FeatureExtractor
 from dag_core.guidance import DepthGuidance
-from dag_core.heads import DepthHeads, predict_depth
+from dag_core.heads import DepthHeads
 from dag_core.strength import guided_step
+from dag_core.uncertainty import label_uncertainty
 from dag_core.validation import check_value
 
 SAMPLERS: dict[str, type[SchedulerMixin]] = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
@@ -68,19 +74,27 @@ def per_sample_generators(
 @dataclass
 class SampleResult:
     """Images (B,3,H,W) in [-1, 1]; the strong head's depth (B,1,R,R) in metres at t = 0 on the
-    final x_0 (None without heads); per-step per-sample guidance logs (empty without guidance)."""
+    final x_0 and its uncertainty score (B,) float32 (both None without heads); per-step
+    per-sample guidance logs (empty without guidance)."""
 
     images: torch.Tensor
     depth: torch.Tensor | None = None
     losses: list[dict[str, list[float]]] = field(default_factory=list)
+    uncertainty: torch.Tensor | None = None
 
 
 @torch.no_grad()
-def final_depth(unet: UNet2DModel, heads: DepthHeads, x_0: torch.Tensor) -> torch.Tensor:
-    """The strong head's depth in metres (B,1,R,R) for clean images ``x_0`` (features at t = 0)."""
+def final_label(
+    unet: UNet2DModel, heads: DepthHeads, x_0: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The label of clean images ``x_0`` from ONE U-Net forward at t = 0: the strong head's depth
+    in metres (B,1,R,R) — d^S, the ensemble mean when there is one — and its uncertainty (B,),
+    :func:`dag_core.uncertainty.label_uncertainty` of the same evaluation of the heads."""
     t = torch.zeros(x_0.shape[0], dtype=torch.long, device=x_0.device)
-    _, d_strong, _ = predict_depth(unet, heads, x_0, t)
-    return heads.norm.denormalize(d_strong)
+    with FeatureExtractor(unet, heads.blocks) as extractor:
+        _, features = extractor(x_0, t)
+    out = heads.predict(features, t)
+    return heads.norm.denormalize(out.strong), label_uncertainty(out.strong, out.weak, out.members)
 
 
 def sample(
@@ -96,7 +110,8 @@ def sample(
     """Run the reverse process of ``scheduler`` (timesteps already set) for one sample per seed.
 
     With ``guidance`` each step is the paper's depth-guided update; ``heads`` (default: the
-    guidance's) also yield the final depth. ``eta`` is DDIM's stochasticity (DDIM only).
+    guidance's) also yield the final depth and its uncertainty, the same way with or without
+    guidance. ``eta`` is DDIM's stochasticity (DDIM only).
     """
     if not isinstance(scheduler, DDPMScheduler | DDIMScheduler):
         raise DagError(f"unsupported scheduler {type(scheduler).__name__}; use make_scheduler")
@@ -143,5 +158,7 @@ def sample(
         with torch.no_grad():
             x = guided_step(scheduler, eps, t, x, grad, mode, **step_kwargs)
     images = x.clamp(-1.0, 1.0)
-    depth = final_depth(unet, heads, images) if heads is not None else None
-    return SampleResult(images=images, depth=depth, losses=log)
+    if heads is None:
+        return SampleResult(images=images, losses=log)
+    depth, uncertainty = final_label(unet, heads, images)
+    return SampleResult(images=images, depth=depth, losses=log, uncertainty=uncertainty)

@@ -10,8 +10,10 @@ variant — the unguided and guided sets share seeds, which makes dFID a paired 
 Shard ``k`` holds samples ``k·shard_size … (k+1)·shard_size − 1`` and is written atomically
 (:func:`dag_core.shards.write_shard`), so a rerun after a crash renders only the missing shards
 and ends with the same bytes as an uninterrupted run. Each row stores the image, its depth from
-the strong head at t = 0 in metres, the seed, and in ``meta`` the guidance scales, sampler, steps
-and the hashes of the base model, heads and prior.
+the strong head at t = 0 in metres, the label's uncertainty score (``uncertainty``: mean of the top
+10 % of the per-pixel strong/weak disagreement or ensemble spread, from the same U-Net forward;
+:mod:`dag_core.uncertainty`), the seed, and in ``meta`` the guidance scales, sampler, steps and
+the hashes of the base model, heads and prior.
 """
 
 from __future__ import annotations
@@ -119,7 +121,8 @@ def render_shard(
     progress: Callable[[int], None] | None = None,
     runtime: RuntimeConfig | None = None,
 ) -> Path:
-    """Sample shard ``shard`` of ``variant`` and write it atomically into ``out_dir``.
+    """Sample shard ``shard`` of ``variant`` and write it atomically into ``out_dir`` (each row
+    with its label's uncertainty score).
 
     ``runtime`` (default: today's fp32 path) selects bf16 autocast, the heads' evaluation
     resolution, guidance micro-batches and deterministic resizes (:mod:`dag_core.runtime`).
@@ -155,6 +158,7 @@ def render_shard(
             )
         rgb = _to_uint8(result.images)
         depth = result.depth[:, 0].float().cpu().numpy()
+        uncertainty = result.uncertainty.float().cpu().tolist()
         for j, i in enumerate(chunk):
             samples.append(
                 Sample(
@@ -164,6 +168,7 @@ def render_shard(
                     seed=seeds[j],
                     source=f"dag-synthesis/{variant}",
                     meta={"index": i, **meta},
+                    uncertainty=uncertainty[j],
                 )
             )
         if progress is not None:

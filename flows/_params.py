@@ -35,6 +35,7 @@ STAGE_GROUPS = (
     "dfid",
     "sweep",
     "downstream",
+    "report",
 )
 SHARED_GROUPS = ("depth_norm", "runtime")
 

@@ -1,13 +1,18 @@
-"""Stage ``downstream``: train a monocular depth U-Net on real vs synthetic data (paper §5.3).
+"""Stage ``downstream``: train monocular depth nets on real, synthetic and mixed data (paper §5.3).
 
-One depth network per training set — the labelled pairs, the unguided synthetic set and the DAG
-set — with the same budget, read through the shard reader; each is tested on the held-out
-procedural split and, when ``nyu_path`` is set, on NYU-Depth v2 (official .mat + splits, or the
-DenseDepth ``nyu2_test`` layout) with the Eigen crop. ``runs`` > 1 trains every set that many
-times (seeds ``config.seed`` + 0 … runs − 1, the same seeds for every set), so the paired
-difference's CI covers training noise as well as the test images. Nets are saved in
-``{models_dir}/{set}/seed-{seed}``. Every parameter defaults to params.yaml's ``downstream``
-group.
+One depth network per training set, every one with the same network, budget and rules
+(``config``): the labelled pairs alone (the baseline), each synthetic set alone (the paper's
+comparison: unguided vs DAG pairs), and each synthetic set with the labelled pairs (``regime``
+``finetune``: pretrain on synthetic pairs, fine-tune on the labelled ones; or ``mix``). With a
+``validation`` set (held-out labelled pairs, never the test split) each net keeps its best
+checkpoint. Sets may re-label their images with the depth heads or the reference estimator, or
+take their first N pairs: the ``diagnostic`` table separates label noise from the image domain
+gap, and ``curve`` gives AbsRel against N. Every net is tested on the held-out procedural split
+and, when ``nyu_path`` is set, on NYU-Depth v2 (Eigen crop). ``runs`` > 1 trains every set that
+many times (seeds ``config.seed`` + 0 … runs − 1, the same for every set), so each comparison's
+CI covers training noise as well as the test images. Nets are saved in
+``{models_dir}/{set}/seed-{seed}``; the folder is replaced only when every net has trained. Every
+parameter defaults to params.yaml's ``downstream`` group.
 """
 
 from __future__ import annotations
@@ -22,61 +27,86 @@ from typing import Any
 
 from prefect import flow
 
+from dag_core.atomic import replace_dir
 from dag_core.configs.downstream import DownstreamConfig
 from flows._cli import check_runtime
 from flows._params import stage_defaults
 from flows.schema.base import validate
-from flows.schema.downstream import DownstreamParams
-from tasks.evaluation import evaluate_depth_nets, fit_depth_net
+from flows.schema.downstream import DownstreamParams, curve_sets, expanded_sets
+from tasks.downstream import evaluate_training_nets, fit_training_set, relabel_training_set
 
 D = stage_defaults("downstream")
 
 
 @flow(name="downstream", persist_result=False)
 def downstream(
-    train_sets: dict[str, str] = D["train_sets"],
+    train_sets: dict[str, Any] = D["train_sets"],
+    labelled: str | None = D["labelled"],
+    validation: str | None = D["validation"],
+    base_model: str | None = D["base_model"],
+    heads: str | None = D["heads"],
+    estimator: str | None = D["estimator"],
     world_test: str = D["world_test"],
     nyu_path: str | None = D["nyu_path"],
     nyu_median_scaling: bool = D["nyu_median_scaling"],
+    comparisons: list[list[str]] = D["comparisons"],
+    diagnostic: list[str] = D["diagnostic"],
+    curve: dict[str, list[Any]] | None = D["curve"],
+    n_boot: int = D["n_boot"],
+    runs: int = D["runs"],
     models_dir: str = D["models_dir"],
     norm: dict[str, Any] = D["norm"],
     config: dict[str, Any] = D["config"],
     metrics_file: str = D["metrics_file"],
     table_file: str = D["table_file"],
+    curve_dir: str = D["curve_dir"],
     runtime: dict[str, Any] = D["runtime"],
-    paired_reference: str | None = D["paired_reference"],
-    n_boot: int = D["n_boot"],
-    runs: int = D["runs"],
 ) -> str:
-    """Train one depth net per entry of ``train_sets`` (name → shard dir) and evaluate them all;
-    every other set is compared with ``paired_reference`` on the same test images (bootstrap CI
-    over images — and, with ``runs`` > 1, over training runs — ``n_boot`` resamples)."""
+    """Train ``runs`` depth nets per training set and evaluate them all; each ``comparisons``
+    pair (set, reference) gets its paired difference on the same test images with a bootstrap
+    CI (``n_boot`` resamples over test images and training runs)."""
     p = validate(DownstreamParams, locals())
     runtime = check_runtime(p["runtime"])
-    config = p["config"]
-    first = DownstreamConfig.from_params(config).seed
+    first = DownstreamConfig.from_params(p["config"], "config").seed
     seeds = [first + r for r in range(p["runs"])]
-    models = {
-        name: [
-            fit_depth_net(
-                [path],
-                f"{p['models_dir']}/{name}/seed-{seed}",
-                {**config, "seed": seed},
-                p["norm"],
-                runtime,
-            )
-            for seed in seeds
-        ]
-        for name, path in p["train_sets"].items()
-    }
-    return evaluate_depth_nets(
-        models,
-        p["world_test"],
-        p["nyu_path"],
-        p["nyu_median_scaling"],
-        p["metrics_file"],
-        p["table_file"],
-        runtime,
-        p["paired_reference"],
-        p["n_boot"],
-    )
+    sets = expanded_sets(p)
+    with replace_dir(p["models_dir"]) as tmp:
+        for name, ts in sets.items():
+            data = ts.data
+            if ts.labels != "stored":
+                data = relabel_training_set(
+                    name,
+                    ts.to_dict(),
+                    str(tmp / "_relabelled" / name),
+                    p["base_model"],
+                    p["heads"],
+                    p["estimator"],
+                    runtime,
+                )
+            for seed in seeds:
+                fit_training_set(
+                    name,
+                    ts.to_dict(),
+                    data,
+                    str(tmp / name / f"seed-{seed}"),
+                    {**p["config"], "seed": seed},
+                    p["norm"],
+                    p["labelled"],
+                    p["validation"],
+                    runtime,
+                )
+        metrics = evaluate_training_nets(
+            {name: [str(tmp / name / f"seed-{seed}") for seed in seeds] for name in sets},
+            p["world_test"],
+            p["nyu_path"],
+            p["nyu_median_scaling"],
+            p["comparisons"],
+            p["diagnostic"],
+            curve_sets(p),
+            p["n_boot"],
+            p["metrics_file"],
+            p["table_file"],
+            p["curve_dir"],
+            runtime,
+        )
+    return metrics

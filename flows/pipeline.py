@@ -29,6 +29,7 @@ from flows.downstream import downstream
 from flows.label_subset import label_subset
 from flows.probe_heads import probe_heads
 from flows.reference import reference
+from flows.report import report
 from flows.schema.stages import check_pipeline, check_stages
 from flows.sweep import sweep
 from flows.synthesize import synthesize
@@ -46,6 +47,7 @@ STAGES: dict[str, Callable[..., Any]] = {
     "dfid": dfid,
     "sweep": sweep,
     "downstream": downstream,
+    "report": report,
 }
 
 

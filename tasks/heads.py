@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,9 @@ from dag_core.probe import (
 from dag_core.runtime import use_runtime
 from dag_core.shards import load_tensors
 from tasks import config_from_params, run_logger, stage_task
+
+#: the fit's wall time in the heads folder (listed in .dvcignore: not part of the output's hash)
+TRAIN_TIME_FILE = "train_time.json"
 
 
 def head_config(config: dict[str, Any]) -> HeadConfig:
@@ -60,7 +64,12 @@ def fit_heads(
     runtime: dict[str, Any] | None = None,
 ) -> str:
     """Train MLP-S and MLP-W on the labelled pairs (on the runtime device); write
-    heads.safetensors + heads.json."""
+    heads.safetensors + heads.json, the per-step train_log.csv and the fit's wall time.
+
+    The wall time goes to ``train_time.json`` ({"train_seconds", "steps", "ensemble",
+    "threads", "device"}), a file .dvcignore keeps out of the folder's DVC hash: the heads stay
+    a reproducible output (no needless reruns downstream) and metrics/heads.json reproducible
+    byte for byte, while the time is still there to read (not restored by ``dvc checkout``)."""
     logger = run_logger()
     cfg = head_config(config)
     depth_norm = DepthNorm.from_dict(norm)
@@ -73,6 +82,7 @@ def fit_heads(
             f"labelled images in {labelled} are {images.shape[-1]}px but the base model "
             f"expects {base.resolution}px"
         )
+    start = time.perf_counter()
     with rt.autocast(device):
         heads, log_rows = train_heads(
             base.unet,
@@ -83,9 +93,18 @@ def fit_heads(
             base_hash=model_hash(base.unet),
             log=logger.info,
         )
+    timing = {
+        "train_seconds": round(time.perf_counter() - start, 1),
+        "steps": cfg.steps,
+        "ensemble": cfg.ensemble,
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+    }
+    logger.info("trained the heads in %.1f s (%s)", timing["train_seconds"], timing)
     with replace_dir(out_dir) as tmp:
         heads.save(tmp)
         write_csv(tmp / "train_log.csv", log_rows)
+        write_text_atomic(tmp / TRAIN_TIME_FILE, json.dumps(timing, indent=2) + "\n")
     return out_dir
 
 
@@ -99,7 +118,9 @@ def evaluate_heads(
     plots_file: str,
     runtime: dict[str, Any] | None = None,
 ) -> str:
-    """Held-out AbsRel / δ<1.25 of MLP-S and MLP-W vs t, and the mean-depth baseline."""
+    """Held-out AbsRel / δ<1.25 of MLP-S and MLP-W vs t, and the mean-depth baseline; with an
+    ensemble of K > 1 strong heads, ``members`` holds each member's scores at the first t (the
+    ``strong`` entry is their mean, the d^S guidance and labels use)."""
     rt, device = use_runtime(runtime)
     base = load_base_model(base_model, device=device)
     heads = DepthHeads.load(heads_dir)
@@ -120,6 +141,11 @@ def evaluate_heads(
         "n_train": int(train_images.shape[0]),
         "n_heldout": int(held_images.shape[0]),
     }
+    if heads.config.ensemble > 1:
+        metrics["members"] = [
+            {k: best[f"strong_{m}"][k] for k in ("abs_rel", "delta1")}
+            for m in range(heads.config.ensemble)
+        ]
     if rt.head_resolution is not None and rt.head_resolution < heads.resolution:
         # the guidance lever's cost in depth accuracy, same held-out pairs, noise and t
         with rt.autocast(device):

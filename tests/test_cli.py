@@ -131,7 +131,7 @@ def _stage(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     ("stage", "override", "line"),
     [
         ("synthesize", "steps=0", "error: synthesize.steps=0: must be >= 1"),
-        ("downstream", "config.steps=0", "error: downstream.config.steps=0: must be >= 1"),
+        ("downstream", "config.steps=0", "error: downstream.config.steps=0: must be >= 3"),
         ("sweep", "scales=[1, x]", "error: sweep.scales[1]='x': expected a number"),
         ("train_heads", "norm.kind=cubic", "error: train_heads.norm.kind='cubic': expected one"),
     ],

@@ -105,6 +105,7 @@ RECORDS = {
     "spec_variant_dag": lambda: (
         json.dumps(_spec().variant_spec("dag"), indent=2, sort_keys=True) + "\n"
     ),
+    # heads.json's config record (an ensemble of K > 1 adds "ensemble"; K = 1 writes what main did)
     "head_config": lambda: json.dumps(
         HeadConfig(
             strong_blocks=[2, 4],
@@ -116,7 +117,7 @@ RECORDS = {
             pixels_per_image=4096,
             lr=0.001,
             t_max=600,
-        ).to_dict()
+        ).record()
     ),
     "prior_config": lambda: json.dumps(
         PriorConfig(resolution=16, channels=[8, 16], steps=3, batch_size=4).to_dict()

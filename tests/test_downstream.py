@@ -84,6 +84,8 @@ def test_config_validation() -> None:
         DownstreamConfig(loss="l2")
     with pytest.raises(DagError, match="steps"):
         DownstreamConfig(steps=0)
+    with pytest.raises(DagError, match=r"steps=2: must be >= 3"):
+        DownstreamConfig(steps=2)
     assert DownstreamConfig.from_dict(CONFIG.to_dict()) == CONFIG
 
 
@@ -118,18 +120,28 @@ def test_training_is_deterministic_in_seed(trained, dataset_dir) -> None:
     assert [r["loss"] for r in rows_again] == [r["loss"] for r in rows]
     for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    other = DownstreamConfig(**{**CONFIG.to_dict(), "seed": 4, "steps": 3})
+    other = DownstreamConfig(**{**CONFIG.to_dict(), "seed": 4, "steps": 20})
     _, rows_other = train_depth_net([dataset_dir], other, NORM, log=lambda _msg: None)
     assert [r["loss"] for r in rows_other] != [r["loss"] for r in rows[:3]]
+
+
+@pytest.mark.parametrize("steps", [3, 10, 19])
+def test_short_budgets_train(dataset_dir, steps: int) -> None:
+    """10 steps used to end in a ZeroDivisionError inside torch's OneCycleLR (a one-step
+    warm-up); the warm-up now takes at least two steps, and 20+ steps keep 10 %."""
+    config = DownstreamConfig(channels=(8, 16), steps=steps, batch_size=4)
+    _model, rows = train_depth_net([dataset_dir], config, NORM, log=lambda _m: None)
+    assert len(rows) == steps and all(math.isfinite(r["loss"]) for r in rows)
+    assert DownstreamConfig(steps=800).warmup_fraction == 0.1
 
 
 def test_training_reads_several_non_square_datasets(tmp_path, dataset_dir) -> None:
     wide = tmp_path / "wide"
     write_dataset(wide, synthetic_samples(4, seed=2, h=24, w=40))
-    config = DownstreamConfig(channels=(8, 16), steps=4, batch_size=20, loss="silog", seed=1)
+    config = DownstreamConfig(channels=(8, 16), steps=20, batch_size=20, loss="silog", seed=1)
     messages: list[str] = []
     _model, rows = train_depth_net([dataset_dir, wide], config, NORM, log=messages.append)
-    assert len(rows) == 4 and all(math.isfinite(r["loss"]) for r in rows)
+    assert len(rows) == 20 and all(math.isfinite(r["loss"]) for r in rows)
     assert "20 training samples from 2 dir(s)" in messages[0]
 
 
@@ -268,3 +280,128 @@ def test_markdown_table() -> None:
         markdown_table(results, metrics=("rmse_log",))
     with pytest.raises(DagError, match="unknown metric"):
         markdown_table(results, metrics=("accuracy",))
+
+
+# --- regimes, validation checkpoints, subsets, re-labelling, comparisons ------------------------
+
+
+def _scaled(samples: list[Sample], factor: float) -> list[Sample]:
+    """The same images with depth × ``factor`` (another labelling of the same scenes)."""
+    return [
+        Sample(id=f"{s.id}-x{factor}", rgb=s.rgb, depth=s.depth * factor, seed=s.seed)
+        for s in samples
+    ]
+
+
+@pytest.fixture(scope="module")
+def two_labellings(tmp_path_factory) -> tuple[Path, Path, list[Sample]]:
+    """(pairs with depth d, the same kind of pairs with depth 2 d, held-out images)."""
+    root = tmp_path_factory.mktemp("regimes")
+    write_dataset(root / "near", synthetic_samples(24, seed=5), shard_size=8)
+    write_dataset(root / "far", _scaled(synthetic_samples(24, seed=6), 2.0), shard_size=8)
+    return root / "near", root / "far", synthetic_samples(6, seed=7)
+
+
+def _mean_depth(model: DepthNet, samples: list[Sample]) -> float:
+    rgb = np.stack([s.rgb for s in samples])
+    return float(predict_depth(model, rgb, NORM, 32).mean())
+
+
+def test_finetune_and_mix_regimes_learn_from_the_labelled_pairs(two_labellings) -> None:
+    """finetune ends on the labelled pairs (its predictions follow their scale), mix sees both
+    every batch (in between), alone never sees them."""
+    near, far, held = two_labellings
+    config = DownstreamConfig(
+        channels=(8, 16), steps=120, batch_size=8, lr=1e-2, finetune_fraction=0.5
+    )
+    log: list[str] = []
+    means = {}
+    for regime in ("alone", "finetune", "mix"):
+        model, rows = train_depth_net(
+            [near], config, NORM, regime=regime, labelled=[far], log=log.append
+        )
+        assert len(rows) == config.steps
+        means[regime] = _mean_depth(model, held)
+    assert means["alone"] < means["mix"] < means["finetune"]
+    assert means["finetune"] > 1.4 * means["alone"]
+    assert any("60 steps on 24 samples, then 60 on 24 labelled pairs" in m for m in log)
+    assert any("4 of 24 labelled + 4 of 24 pairs a batch" in m for m in log)
+    with pytest.raises(DagError, match="labelled"):
+        train_depth_net([near], config, NORM, regime="mix", log=lambda _m: None)
+
+
+def test_validation_keeps_the_best_scoring_weights(two_labellings) -> None:
+    from dag_core.downstream import chosen_step, square_pairs
+    from dag_core.metrics.depth import DepthMetricAccumulator
+
+    near, far, _ = two_labellings
+    # validated on the OTHER labelling: the score gets worse as training fits `near`, so the
+    # kept weights are an early step's, not the last
+    config = DownstreamConfig(channels=(8, 16), steps=60, batch_size=8, lr=1e-2, validate_every=7)
+    model, rows = train_depth_net([near], config, NORM, validation=far, log=lambda _m: None)
+    scored = [r["step"] for r in rows if "val_abs_rel" in r]
+    assert scored == [7, 14, 21, 28, 35, 42, 49, 56, 60]
+    kept = chosen_step(rows)
+    assert kept["val_abs_rel"] == min(r["val_abs_rel"] for r in rows if "val_abs_rel" in r)
+    images, depth = square_pairs(far, 32)
+    acc = DepthMetricAccumulator(max_depth=NORM.max_depth)
+    with torch.no_grad():
+        acc.update(NORM.denormalize(model(images)), depth)
+    assert acc.compute()["abs_rel"] == pytest.approx(kept["val_abs_rel"], rel=1e-5)
+    assert chosen_step([{"step": 1, "loss": 1.0}]) == {"step": 1}
+
+
+def test_limit_takes_the_first_rows(two_labellings) -> None:
+    from dag_core.downstream import count_pairs
+
+    near, _, _ = two_labellings
+    assert count_pairs([near]) == 24 and count_pairs([near], 10) == 10
+    config = DownstreamConfig(channels=(8, 16), steps=20, batch_size=4)
+    log: list[str] = []
+    train_depth_net([near], config, NORM, limit=10, log=log.append)
+    assert "10 training samples" in log[0]
+    with pytest.raises(DagError, match="limit 25 exceeds the 24 rows"):
+        train_depth_net([near], config, NORM, limit=25, log=lambda _m: None)
+
+
+def test_relabel_dataset_replaces_depth_and_keeps_the_images(two_labellings, tmp_path) -> None:
+    from dag_core.downstream import relabel_dataset
+    from dag_core.shards import read_samples
+
+    near, _, _ = two_labellings
+    out = relabel_dataset(
+        near,
+        tmp_path / "r",
+        lambda rgb: np.full(rgb.shape[:3], 3.0, np.float32),
+        "stub",
+        limit=10,
+        batch_size=4,
+    )
+    source = list(read_samples(near))[:10]
+    got = list(read_samples(out))
+    assert [s.id for s in got] == [s.id for s in source]
+    assert all(np.array_equal(a.rgb, b.rgb) for a, b in zip(got, source, strict=True))
+    assert all(np.allclose(s.depth, 3.0) and s.meta["labels"] == "stub" for s in got)
+    with pytest.raises(DagError, match="limit 30 exceeds the 24 rows"):
+        relabel_dataset(near, tmp_path / "r2", lambda rgb: rgb[..., 0] * 0.0 + 1, "x", limit=30)
+
+
+def test_compare_sets_and_curve_rows() -> None:
+    from dag_core.downstream import compare_sets, curve_rows
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.1, 0.3, 200)
+    per_image = {
+        "a": {"abs_rel": base, "delta1": 1 - base},
+        "b": {"abs_rel": base - 0.02 + rng.normal(0, 0.002, 200), "delta1": 1 - base},
+        "c": {"abs_rel": base + rng.normal(0, 0.05, 200), "delta1": 1 - base},
+    }
+    rows = compare_sets(per_image, [("b", "a"), ("c", "a")], n_boot=200)
+    assert [(r["set"], r["reference"]) for r in rows] == [("b", "a"), ("c", "a")]
+    assert rows[0]["abs_rel_verdict"] == "lower" and rows[0]["abs_rel_diff_ci_hi"] < 0
+    assert rows[1]["abs_rel_verdict"] == "no difference"
+    with pytest.raises(DagError, match="unknown training set"):
+        compare_sets(per_image, [("d", "a")])
+    curve = curve_rows({500: "b", 100: "c", 2000: "a"}, per_image, n_boot=100)
+    assert [r["n"] for r in curve] == [100, 500, 2000]
+    assert curve[1]["abs_rel_ci_lo"] < curve[1]["abs_rel"] < curve[1]["abs_rel_ci_hi"]

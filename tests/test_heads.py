@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from diffusers import DDPMScheduler
 
 from dag_core.depthnorm import DepthNorm
 from dag_core.errors import DagError
@@ -16,12 +19,17 @@ from dag_core.heads import (
     DepthHead,
     DepthHeads,
     HeadConfig,
+    HeadEnsemble,
+    member_seed,
     predict_depth,
     random_batches,
     train_heads,
 )
+from dag_core.probe import accuracy_vs_t
 from dag_core.resize import upsample_concat_matrix
-from dag_core.unet_configs import tiny_unet
+from dag_core.unet_configs import CHURCH_256_SCHEDULER, tiny_unet
+
+REPO = Path(__file__).resolve().parents[1]
 
 # high-resolution layers carry per-pixel signal even with the random weights of the test U-Net
 TEST_CONFIG = HeadConfig(
@@ -207,3 +215,162 @@ def test_config_validation(unet, scheduler) -> None:
     assert HeadConfig.from_dict(HeadConfig().to_dict()) == HeadConfig()
     with pytest.raises(DagError, match="out of range"):
         train_heads(unet, scheduler, [], HeadConfig(strong_blocks=(30,)), DepthNorm())
+
+
+# --- ensembles of K strong heads (HeadConfig.ensemble) ------------------------------------------
+
+ENSEMBLE_CONFIG = HeadConfig(
+    strong_blocks=(12,),
+    weak_blocks=(15,),
+    hidden=(8,),
+    time_dim=8,
+    steps=3,
+    batch_size=2,
+    pixels_per_image=64,
+)
+#: sha256 of heads.safetensors + heads.json + the log rows of :func:`_train_small` with K = 1,
+#: captured with main's code before ensembles existed (36d2a6a; 1 torch thread)
+SINGLE_HEAD_DIGEST = "858f3ab42f3cfd69"
+
+
+def _train_small(ensemble: int) -> tuple[DepthHeads, list[dict]]:
+    images, depths = synthetic(8, seed=0)
+    unet, scheduler = tiny_unet(32, seed=0).eval(), DDPMScheduler(**CHURCH_256_SCHEDULER)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train_heads(
+            unet,
+            scheduler,
+            random_batches(images, depths, 2),
+            replace(ENSEMBLE_CONFIG, ensemble=ensemble),
+            DepthNorm(),
+            log=lambda _: None,
+        )
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def single_and_ensemble() -> tuple[tuple[DepthHeads, list[dict]], tuple[DepthHeads, list[dict]]]:
+    return _train_small(1), _train_small(3)
+
+
+def test_single_head_is_byte_identical_to_before_ensembles(tmp_path, single_and_ensemble) -> None:
+    """K = 1 (the default) keeps today's heads: same RNG stream, parameters, state-dict keys,
+    log rows and saved files, byte for byte."""
+    heads, rows = single_and_ensemble[0]
+    assert isinstance(heads.strong, DepthHead) and heads.strong_members == [heads.strong]
+    assert next(iter(heads.state_dict())) == "strong.layers.0.0.weight"
+    directory = heads.save(tmp_path / "k1")
+    digest = hashlib.sha256()
+    for name in ("heads.safetensors", "heads.json"):
+        digest.update((directory / name).read_bytes())
+    digest.update(json.dumps(rows).encode())
+    assert digest.hexdigest()[:16] == SINGLE_HEAD_DIGEST
+    assert "ensemble" not in json.loads((directory / "heads.json").read_text())["config"]
+    assert DepthHeads.load(directory).config.ensemble == 1  # folders from before load as K = 1
+
+
+def test_ensemble_trains_saves_loads_and_strong_is_the_member_mean(
+    tmp_path, unet, single_and_ensemble
+) -> None:
+    (single, _), (heads, rows) = single_and_ensemble
+    assert set(rows[0]) == {"step", "loss_s0", "loss_s1", "loss_s2", "loss_w"}
+    assert len(heads.strong_members) == 3 and isinstance(heads.strong, HeadEnsemble)
+    keys = list(heads.state_dict())
+    assert keys[0] == "strong.members.0.layers.0.0.weight" and "strong.members.2.out.bias" in keys
+    # member 0 starts where the single head starts and sees the same batches: it IS that head;
+    # the weak head is the same too; the other members start from their own seeds
+    for a, b in zip(
+        single.strong.state_dict().values(),
+        heads.strong_members[0].state_dict().values(),
+        strict=True,
+    ):
+        assert torch.equal(a, b)
+    for a, b in zip(
+        single.weak.state_dict().values(), heads.weak.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    first = [m.out.weight for m in heads.strong_members]
+    assert not torch.equal(first[1], first[2]) and not torch.equal(first[0], first[1])
+    assert member_seed(0, 1) != member_seed(0, 2) and member_seed(0, 1) != member_seed(1, 1)
+
+    directory = heads.save(tmp_path / "k3")
+    assert json.loads((directory / "heads.json").read_text())["config"]["ensemble"] == 3
+    loaded = DepthHeads.load(directory)
+    assert loaded.config == heads.config and loaded.config.ensemble == 3
+    for a, b in zip(heads.state_dict().values(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+    x_t = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad(), FeatureExtractor(unet, loaded.blocks) as extractor:
+        _, features = extractor(x_t, 42)
+        out = loaded.predict(features, 42)
+        d_s, d_w = loaded(features, 42)
+        g_s = upsample_concat([features[loaded.blocks.index(12)]], 32)
+        each = [m(g_s, 42) for m in loaded.strong_members]
+    assert out.members is not None and out.members.shape == (3, 2, 1, 32, 32)
+    assert torch.equal(out.strong, d_s) and torch.equal(out.weak, d_w)
+    assert torch.allclose(d_s, torch.stack(each).mean(0), atol=1e-6)
+    for k in range(3):
+        assert torch.equal(out.members[k], each[k])
+    assert single.predict(features, 42).members is None
+
+    # held-out accuracy: strong = the mean, plus one row per member
+    images, depths = synthetic(4, seed=1)
+    rows_t = accuracy_vs_t(
+        unet, DDPMScheduler(**CHURCH_256_SCHEDULER), loaded, (images, depths), [0]
+    )
+    branches = [r["branch"] for r in rows_t]
+    assert branches == ["strong", "weak", "strong_0", "strong_1", "strong_2"]
+
+
+def test_ensemble_config() -> None:
+    assert HeadConfig().ensemble == 1 and HeadConfig().to_dict()["ensemble"] == 1
+    assert "ensemble" not in HeadConfig().record()
+    assert HeadConfig(ensemble=4).record()["ensemble"] == 4
+    with pytest.raises(DagError, match=r"HeadConfig.ensemble=0: must be >= 1"):
+        HeadConfig(ensemble=0)
+    with pytest.raises(DagError, match="at least 2 members"):
+        HeadEnsemble([DepthHead(4, (4,), 8)])
+
+
+def test_stage_tasks_record_members_and_train_time(tmp_path) -> None:
+    """Stage train_heads with K = 2: the heads folder holds train_time.json (kept out of DVC's
+    hash by .dvcignore) and metrics/heads.json adds each member's held-out scores; K = 1 writes
+    the metrics keys it always did."""
+    from diffusers import DDPMPipeline
+
+    from dag_core.shards import Sample, write_dataset
+    from tasks.heads import TRAIN_TIME_FILE, evaluate_heads, fit_heads
+
+    base = str(tmp_path / "base")
+    scheduler = DDPMScheduler(**CHURCH_256_SCHEDULER)
+    DDPMPipeline(unet=tiny_unet(32, seed=0), scheduler=scheduler).save_pretrained(base)
+    for split, seed in (("train", 0), ("heldout", 1)):
+        images, depths = synthetic(4, seed)
+        rgb = ((images + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        samples = [Sample(f"{split}-{i}", rgb[i], depths[i, 0].numpy()) for i in range(4)]
+        write_dataset(tmp_path / "labelled" / split, samples)
+    config = {**ENSEMBLE_CONFIG.to_dict(), "steps": 2}
+    norm, runtime = DepthNorm().to_dict(), {"device": "cpu"}
+    for k in (1, 2):
+        out = tmp_path / f"heads-{k}"
+        labelled = str(tmp_path / "labelled")
+        fit_heads.fn(base, labelled, str(out), {**config, "ensemble": k}, norm, runtime)
+        timing = json.loads((out / TRAIN_TIME_FILE).read_text())
+        assert timing["train_seconds"] > 0 and (timing["steps"], timing["ensemble"]) == (2, k)
+        metrics_file = tmp_path / f"heads-{k}.json"
+        evaluate_heads.fn(
+            base, labelled, str(out), [0, 50], str(metrics_file), str(tmp_path / "p.csv"), runtime
+        )
+        metrics = json.loads(metrics_file.read_text())
+        keys = ["t", "strong", "weak", "mean_depth_baseline", "n_train", "n_heldout"]
+        assert list(metrics) == keys + (["members"] if k > 1 else [])
+        if k > 1:
+            assert len(metrics["members"]) == 2 and set(metrics["members"][0]) == {
+                "abs_rel",
+                "delta1",
+            }
+    assert TRAIN_TIME_FILE in (REPO / ".dvcignore").read_text().split()

@@ -56,6 +56,7 @@ def test_load_dataset_parquet_opens_generated_dataset_as_is(generated: Path, tmp
     for i, want in enumerate(reference):
         row = decoded[i]
         assert row["id"] == want.id and row["seed"] == want.seed
+        assert row["uncertainty"] == want.uncertainty and want.uncertainty > 0  # the label's score
         assert row["image"].dtype == np.uint8 and row["image"].shape == (32, 32, 3)
         np.testing.assert_array_equal(row["image"], want.rgb)
         assert row["depth"].dtype == np.float32 and row["depth"].shape == (32, 32)
@@ -70,6 +71,10 @@ def test_load_dataset_parquet_opens_generated_dataset_as_is(generated: Path, tmp
     assert shard_files(generated) == files
     same = load_shards(generated, cache_dir=tmp_path / "cache")
     np.testing.assert_array_equal(same[4]["depth"], reference[4].depth)
+    assert same[4]["uncertainty"] == reference[4].uncertainty
+    assert load_shards(generated, cache_dir=tmp_path / "cache", decode=False).features[
+        "uncertainty"
+    ] == datasets.Value("float32")
 
 
 def test_decode_uint16mm_and_float32_and_bad_rows(tmp_path: Path) -> None:
@@ -86,7 +91,7 @@ def test_decode_uint16mm_and_float32_and_bad_rows(tmp_path: Path) -> None:
         )
         row = decode_example(raw[0])
         np.testing.assert_array_equal(row["image"], rgb)
-        assert row["seed"] is None and row["meta"] == {}
+        assert row["seed"] is None and row["meta"] == {} and row["uncertainty"] is None
         if dtype == "uint16mm":
             assert row["depth"][0, 0] == 0.0
             np.testing.assert_allclose(row["depth"][1:], depth[1:], atol=5e-4)
@@ -128,3 +133,14 @@ def test_damaged_or_incomplete_dataset_is_never_read_as_whole(
             load_shards(folder, cache_dir=cache)
     assert len(shard_files(deleted, verify=False)) == 2  # the opt-out: what is on disk
     assert load_shards(deleted, cache_dir=cache, verify=False).num_rows == 4
+
+
+def test_schema_version_1_shards_decode_with_no_uncertainty(tmp_path: Path) -> None:
+    """Datasets written before the ``uncertainty`` column open and decode as they are."""
+    v1 = Path(__file__).parent / "data" / "shards-v1"
+    ds = load_shards(v1, cache_dir=tmp_path / "cache")
+    assert ds.num_rows == 5 and "uncertainty" not in ds.column_names
+    rows = ds[:]
+    assert rows["id"] == [f"v1-{i}" for i in range(5)] and rows["uncertainty"] == [None] * 5
+    want = list(read_samples(v1))
+    np.testing.assert_array_equal(rows["depth"][3], want[3].depth)

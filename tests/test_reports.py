@@ -18,6 +18,7 @@ import pytest
 import dag_core.downstream.evaluation as downstream_evaluation
 import dag_core.metrics.comparison as comparison
 import dag_core.sweep as sweep_core
+import tasks.downstream as downstream_tasks
 import tasks.evaluation as evaluation
 import tasks.sweep as sweep
 
@@ -179,7 +180,7 @@ class FakeNet:
 def _patch_downstream(monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    seeds = {"labelled": 1, "unguided": 2, "dag": 3}
+    seeds = {"labelled": 1, "unguided": 2, "dag": 3, "labelled+dag": 4, "labelled+dag@100": 5}
 
     def load(directory: str):
         return FakeNet(directory), SimpleNamespace(resolution=8), None
@@ -188,10 +189,22 @@ def _patch_downstream(monkeypatch: pytest.MonkeyPatch) -> None:
         name, run = Path(model.directory).parent.name, Path(model.directory).name
         return FakeAccumulator(seeds[name] * 100 + int(run[-1]) * 10 + len(kw))
 
+    def info(model_dir: str) -> dict[str, Any]:
+        name = Path(model_dir).parent.name
+        return {
+            "data": f"data/{name}",
+            "regime": "finetune" if "+" in name else "alone",
+            "labels": "stored",
+            "pairs": 100 if "@" in name else 192,
+            "limit": 100 if "@" in name else None,
+            "drop_uncertain": 0.0,
+        }
+
     monkeypatch.setattr(downstream_evaluation, "load_depth_net", load)
     monkeypatch.setattr(downstream_evaluation, "evaluate_per_image", per_image)
-    monkeypatch.setattr(evaluation, "_world_test_pairs", lambda directory: ["world"])
-    monkeypatch.setattr(evaluation, "open_nyu", lambda path: ["nyu"])
+    monkeypatch.setattr(downstream_tasks, "_world_test_pairs", lambda directory: ["world"])
+    monkeypatch.setattr(downstream_tasks, "open_nyu", lambda path: ["nyu"])
+    monkeypatch.setattr(downstream_tasks, "_set_info", info)
 
 
 @pytest.mark.parametrize(("runs", "nyu"), [(2, "nyu"), (1, None)])
@@ -199,18 +212,27 @@ def test_downstream_metrics_and_table_bytes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runs: int, nyu: str | None
 ) -> None:
     _patch_downstream(monkeypatch)
-    models = {
-        name: [f"models/{name}/seed-{s}" for s in range(runs)]
-        for name in ("labelled", "unguided", "dag")
-    }
-    if runs == 1:
-        models = {name: dirs[0] for name, dirs in models.items()}  # type: ignore[misc]
+    names = ("labelled", "unguided", "dag", "labelled+dag", "labelled+dag@100")
+    models = {name: [f"models/{name}/seed-{s}" for s in range(runs)] for name in names}
     metrics, table = tmp_path / "downstream.json", tmp_path / "downstream.md"
-    evaluation.evaluate_depth_nets.fn(
-        models, "world_test", nyu, True, str(metrics), str(table), {"device": "cpu"}, "unguided", 50
+    curve_dir = tmp_path / "curves"
+    downstream_tasks.evaluate_training_nets.fn(
+        models,
+        "world_test",
+        nyu,
+        True,
+        [["dag", "unguided"], ["labelled+dag", "labelled"]],
+        ["dag", "labelled"],
+        {"labelled+dag": {100: "labelled+dag@100", 192: "labelled+dag"}},
+        50,
+        str(metrics),
+        str(table),
+        str(curve_dir),
+        {"device": "cpu"},
     )
     check_golden(metrics, f"downstream_runs{runs}.json")
     check_golden(table, f"downstream_runs{runs}.md")
+    check_golden(curve_dir / "labelled+dag.csv", f"downstream_curve_runs{runs}.csv")
 
 
 # --- sweep ----------------------------------------------------------------------------------

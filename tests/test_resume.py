@@ -7,6 +7,7 @@ the manifest is removed while a variant is unfinished and written only when ever
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +96,18 @@ def test_resume_plan_from_the_library(tmp_path: Path) -> None:
     assert not list(target.glob("part-*"))
     with pytest.raises(DagError, match=r"shard\(s\) \[0, 1, 2\]"):
         finish_variant_dir(target, 3)
+
+
+def test_a_dataset_from_before_the_uncertainty_column_is_rendered_again(tmp_path: Path) -> None:
+    """Shards of schema version 1 (no ``uncertainty``) are never kept by a resume, even under
+    the same spec: the rerun renders every shard in the current schema."""
+    spec_path, spec = _spec(tmp_path)
+    target = tmp_path / "dag"
+    shutil.copytree(Path(__file__).parent / "data" / "shards-v1", target)  # 2 version-1 shards
+    (target / SPEC_NAME).write_text(json.dumps(spec.variant_spec("dag"), indent=2, sort_keys=True))
+    assert verify_dataset(target)["schema_version"] == 1  # whole, and still readable
+    assert prepare_variant.fn(spec_path, "dag", str(target)) == [0, 1, 2]
+    assert not (target / MANIFEST_NAME).exists()
+    for k in range(3):
+        write_shard(target, k, _samples(2 * k), overwrite=True)
+    assert finish_variant_dir(target, 3)["schema_version"] == 2

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -443,3 +445,147 @@ def test_verify_command_reports_state(tmp_path: Path) -> None:
     assert f"checksum mismatch for {root / 'dag' / shard_name(0)}" in bad.stdout
     assert "unguided is incomplete: missing manifest" in bad.stdout
     assert verify(tmp_path / "nope").returncode == 2
+
+
+# --- label uncertainty: the column, schema version 1, filtering at read time ---------------------
+
+#: a dataset written by main's code before the ``uncertainty`` column (36d2a6a, schema version 1):
+#: 5 rows v1-0 … v1-4 in 2 shards (3 + 2), 4×3 images, float16 depth, seed None for v1-0
+V1_DATASET = REPO / "tests" / "data" / "shards-v1"
+
+
+def scored_samples(scores: list[float | None], h: int = 3, w: int = 2) -> list[Sample]:
+    """:func:`make_samples` with the given uncertainty scores (None: no score)."""
+    samples = make_samples(len(scores), h, w)
+    for sample, score in zip(samples, scores, strict=True):
+        sample.uncertainty = score
+    return samples
+
+
+def test_uncertainty_column_round_trips_through_every_reader(tmp_path: Path) -> None:
+    scores = [0.25, None, 1.5, 0.0, float("inf"), 3e-5, None]
+    samples = scored_samples(scores)
+    write_dataset(tmp_path, samples, shard_size=3)
+    want = [None if s is None else float(np.float32(s)) for s in scores]  # stored as float32
+    assert str(shards.SCHEMA.field("uncertainty").type) == "float" and shards.SCHEMA_VERSION == 2
+    assert [s.uncertainty for s in read_samples(tmp_path)] == want
+    assert [s.uncertainty for s in read_samples(tmp_path, columns=["uncertainty"])] == want
+    assert all(s.uncertainty is None for s in read_samples(tmp_path, columns=["seed"]))
+    assert read_table(tmp_path).column("uncertainty").to_pylist() == want
+    frame = shards.read_pandas(tmp_path)
+    assert frame["uncertainty"].dtype == np.float32 and list(frame.columns) == shards.SCHEMA.names
+    nan = [np.nan if u is None else u for u in want]
+    np.testing.assert_array_equal(frame["uncertainty"].to_numpy(), np.array(nan, np.float32))
+    np.testing.assert_array_equal(pd.read_parquet(tmp_path)["uncertainty"], frame["uncertainty"])
+    items = list(ShardDataset(tmp_path))
+    got = torch.stack([item["uncertainty"] for item in items])
+    assert got.dtype == torch.float32 and torch.equal(got.isnan(), torch.tensor(nan).isnan())
+    assert torch.equal(got.nan_to_num(-1.0), torch.tensor(nan, dtype=torch.float32).nan_to_num(-1))
+
+
+def test_bad_uncertainty_is_refused(tmp_path: Path) -> None:
+    good = make_samples(1)[0]
+    for bad, match in ((float("nan"), "NaN"), ("0.5", "a number or None"), (True, "a number")):
+        good.uncertainty = bad
+        with pytest.raises(DagError, match=match):
+            write_shard(tmp_path, 0, [good])
+    good.uncertainty = np.float32(0.5)  # numpy scalars are numbers
+    write_shard(tmp_path, 0, [good])
+    assert next(read_samples(tmp_path, verify=False)).uncertainty == 0.5
+
+
+def test_schema_version_1_datasets_still_read(tmp_path: Path) -> None:
+    """Datasets written before the column read as they are, with a null uncertainty."""
+    manifest = verify_dataset(V1_DATASET)
+    assert manifest["schema_version"] == 1 and manifest["total_rows"] == 5
+    ids = [f"v1-{i}" for i in range(5)]
+    back = list(read_samples(V1_DATASET))
+    assert [s.id for s in back] == ids and all(s.uncertainty is None for s in back)
+    assert [s.seed for s in back] == [None, 1, 2, 3, 4] and back[2].meta == {"i": 2}
+    assert back[0].rgb.shape == (4, 3, 3) and back[0].depth.shape == (4, 3)
+    table = read_table(V1_DATASET)
+    assert table.schema.equals(shards.SCHEMA) and table.column("uncertainty").null_count == 5
+    assert shards.read_pandas(V1_DATASET)["uncertainty"].isna().all()
+    items = list(ShardDataset(V1_DATASET))
+    assert [i["id"] for i in items] == ids and all(i["uncertainty"].isnan() for i in items)
+    images, depth = shards.load_tensors(V1_DATASET, drop_uncertain=0.5)  # nothing scored: all kept
+    assert images.shape == (5, 3, 4, 3) and depth.shape == (5, 1, 4, 3)
+    assert [s.id for s in read_samples(V1_DATASET, drop_uncertain=0.5)] == ids
+
+    # a DataLoader batches measured (v1, null) and scored (v2) rows together
+    write_dataset(tmp_path / "v2", scored_samples([0.5, 2.0], 4, 3))
+    mixed = torch.utils.data.ChainDataset([ShardDataset(V1_DATASET), ShardDataset(tmp_path / "v2")])
+    batch = next(iter(torch.utils.data.DataLoader(mixed, batch_size=7)))
+    assert batch["uncertainty"].shape == (7,) and batch["uncertainty"][:5].isnan().all()
+    assert batch["uncertainty"][5:].tolist() == [0.5, 2.0]
+
+    # writers only count shards of the current schema as done: a resume re-renders v1 shards
+    copy = tmp_path / "copy"
+    shutil.copytree(V1_DATASET, copy)
+    assert completed_shards(copy) == set()
+    with pytest.raises(DagError, match="no complete shards"):
+        write_manifest(copy)
+    # a manifest must not mix versions: a v1 shard listed under a version 2 manifest is a problem
+    write_shard(copy, 2, scored_samples([1.0], 4, 3))
+    manifest = json.loads((copy / MANIFEST_NAME).read_text())
+    manifest["schema_version"] = 2
+    (copy / MANIFEST_NAME).write_text(json.dumps(manifest))
+    problems = shards.dataset_problems(copy)
+    assert any("schema version 1, but" in p and shard_name(0) in p for p in problems)
+    manifest["schema_version"] = 3
+    (copy / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(DagError, match="unsupported schema_version 3"):
+        verify_dataset(copy)
+
+
+def expected_kept(scores: list[float | None], fraction: float) -> list[int]:
+    """The documented rule, written independently: drop floor(f·n) of the n scored rows, the
+    largest scores first and, among equal scores, the later row first."""
+    scored = [i for i, s in enumerate(scores) if s is not None]
+    drop = int(Fraction(str(fraction)) * len(scored))  # floor of the exact decimal
+    worst_first = sorted(scored, key=lambda i: (scores[i], i), reverse=True)
+    return sorted(set(range(len(scores))) - set(worst_first[:drop]))
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.25, 0.5, 0.99])
+def test_drop_uncertain_keeps_exactly_the_documented_rows(tmp_path: Path, fraction: float) -> None:
+    # 21 rows in 5 shards: 18 scored (ties 0.5 ×4, 2.0 ×3 at the drop boundaries), 3 unscored
+    scores: list[float | None] = [0.5, 2.0, None, 0.1, 0.5, 7.0, 2.0, 0.5, 3.0, None, 0.2]
+    scores += [2.0, 0.5, 1.0, 4.0, 0.3, None, 0.7, 0.9, 5.0, 6.0]
+    samples = scored_samples(scores)
+    write_dataset(tmp_path, samples, shard_size=5)
+    want = [samples[i].id for i in expected_kept(scores, fraction)]
+    assert len(want) == 21 - int(Fraction(str(fraction)) * 18)  # N − floor(f·n)
+    assert [s.id for s in read_samples(tmp_path, drop_uncertain=fraction)] == want
+    dataset = ShardDataset(tmp_path, drop_uncertain=fraction)
+    assert len(dataset) == len(want) and [i["id"] for i in dataset] == want
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2)
+    assert sorted(i["id"] for i in loader) == want  # workers split shards, filter per shard
+    assert list(read_table(tmp_path, drop_uncertain=fraction).column("id").to_pylist()) == want
+    assert list(shards.read_pandas(tmp_path, drop_uncertain=fraction)["id"]) == want
+    images, _ = shards.load_tensors(tmp_path, drop_uncertain=fraction)
+    first, _ = shards.load_tensors(tmp_path, limit=3, drop_uncertain=fraction)
+    assert images.shape[0] == len(want) and torch.equal(first, images[:3])
+    np.testing.assert_array_equal(
+        np.flatnonzero(shards.keep_mask(np.array(scores, dtype=float), fraction)),
+        expected_kept(scores, fraction),
+    )
+    if fraction == 0.25:  # floor(0.25 · 18) = 4: 7.0, 6.0, 5.0, 4.0
+        assert want == [s.id for s, u in zip(samples, scores, strict=True) if u is None or u < 4]
+
+
+def test_drop_uncertain_count_ties_and_bad_fractions(tmp_path: Path) -> None:
+    keep_mask = shards.keep_mask
+    assert keep_mask(np.full(100, 1.0), 0.29).sum() == 71  # exact decimal: drops 29, not 28
+    assert keep_mask(np.ones(9), 0.1).sum() == 9  # floor(0.9) = 0: nothing dropped
+    assert keep_mask([1.0, 3.0, 3.0, 3.0], 0.5).tolist() == [True, True, False, False]
+    assert keep_mask([None, np.nan, 1.0], 0.5).tolist() == [True, True, True]  # n = 1
+    assert keep_mask([], 0.5).tolist() == []
+    write_dataset(tmp_path, scored_samples([1.0, 2.0]))
+    for bad, match in ((1.0, "must be < 1"), (-0.1, "must be >= 0"), (True, "a number")):
+        with pytest.raises(DagError, match=rf"drop_uncertain={bad}: .*{match}"):
+            ShardDataset(tmp_path, drop_uncertain=bad)
+        with pytest.raises(DagError, match="drop_uncertain"):
+            list(read_samples(tmp_path, drop_uncertain=bad))
+        with pytest.raises(DagError, match="drop_uncertain"):
+            shards.load_tensors(tmp_path, drop_uncertain=bad)

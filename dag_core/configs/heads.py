@@ -7,7 +7,7 @@ compares them); :mod:`dag_core.heads` builds and trains the heads.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field
 
@@ -35,6 +35,11 @@ class HeadConfig(Checked):
         t_max: t is drawn uniformly from [0, t_max) (None: [0, T)); guidance should stay in
             the window the heads were trained on.
         seed: Seed of the initial weights and the batches.
+        ensemble: K, the number of MLP-S members (default 1: the paper's single strong head).
+            K > 1 trains K strong heads jointly on the same frozen U-Net forward per batch, each
+            initialised from its own seed; d^S is their mean (what guidance and the labels use)
+            and their spread is the labels' uncertainty (ddpm-segmentation's pixel-MLP
+            ensemble, Baranchuk et al., ICLR 2022). The weak head stays one.
     """
 
     key = "HeadConfig"
@@ -49,3 +54,13 @@ class HeadConfig(Checked):
     lr: PositiveFloat = 1e-3
     t_max: PositiveInt | None = 600
     seed: Annotated[int, Field(ge=0)] = 0
+    ensemble: PositiveInt = 1
+
+    def record(self) -> dict[str, Any]:
+        """The config as written into a heads folder (``heads.json``): :meth:`to_dict` without
+        ``ensemble`` while it is 1, so single-head folders stay byte-identical to those written
+        before ensembles existed (and code from before reads them)."""
+        data = self.to_dict()
+        if self.ensemble == 1:
+            del data["ensemble"]
+        return data

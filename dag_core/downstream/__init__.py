@@ -35,24 +35,33 @@ Losses (``config.loss``), both on valid pixels only (:meth:`DepthNorm.valid`):
 * ``silog``  — the scale-invariant log loss of Eigen et al. (2014) on depth in metres,
   ``sqrt(mean(g²) − λ·mean(g)²)`` with ``g = log d̂ − log d`` and λ = 0.85.
 
-One responsibility per module: :mod:`~dag_core.downstream.config` (:class:`DownstreamConfig`),
-:mod:`~dag_core.downstream.model` (:class:`DepthNet`),
+One responsibility per module: :mod:`~dag_core.downstream.model` (:class:`DepthNet`),
 :mod:`~dag_core.downstream.data` (square crops, shuffled stream),
-:mod:`~dag_core.downstream.training` (:func:`train_depth_net`),
+:mod:`~dag_core.downstream.training` (:func:`train_depth_net`: regimes ``alone``, ``finetune``,
+``mix``, validation checkpoints), :mod:`~dag_core.downstream.relabel` (the diagnostic's
+re-labelled sets),
 :mod:`~dag_core.downstream.evaluation` (metrics, run means, paired comparisons),
 :mod:`~dag_core.downstream.persistence` (safetensors + JSON) and
 :mod:`~dag_core.downstream.report` (metrics record, Markdown tables). Import from here.
 """
 
-from dag_core.downstream.config import LOSSES, DownstreamConfig
-from dag_core.downstream.data import SHUFFLE_BUFFER, resize_pair
+from dag_core.configs.downstream import LOSSES, REGIMES, DownstreamConfig, TrainingSet
+from dag_core.downstream.data import (
+    SHUFFLE_BUFFER,
+    count_pairs,
+    pair_stream,
+    resize_pair,
+    square_pairs,
+)
 from dag_core.downstream.evaluation import (
     PAIRED_METRICS,
+    compare_sets,
     evaluate,
     evaluate_per_image,
     evaluate_training_sets,
     inference_size,
     mean_over_runs,
+    mean_with_ci,
     paired_comparison,
     predict_depth,
 )
@@ -64,13 +73,16 @@ from dag_core.downstream.persistence import (
     load_depth_net,
     save_depth_net,
 )
+from dag_core.downstream.relabel import estimator_labeller, heads_labeller, relabel_dataset
 from dag_core.downstream.report import (
     METRIC_LABELS,
+    comparison_table,
+    curve_rows,
+    diagnostic_table,
     downstream_report,
     markdown_table,
-    paired_table,
 )
-from dag_core.downstream.training import SILOG_LAMBDA, train_depth_net
+from dag_core.downstream.training import SILOG_LAMBDA, chosen_step, depth_loss, train_depth_net
 
 __all__ = [
     "FORMAT_VERSION",
@@ -78,24 +90,38 @@ __all__ = [
     "META_FILE",
     "METRIC_LABELS",
     "PAIRED_METRICS",
+    "REGIMES",
     "SHUFFLE_BUFFER",
     "SILOG_LAMBDA",
     "WEIGHTS_FILE",
     "ConvBlock",
     "DepthNet",
     "DownstreamConfig",
+    "TrainingSet",
+    "chosen_step",
+    "compare_sets",
+    "comparison_table",
+    "count_pairs",
+    "curve_rows",
+    "depth_loss",
+    "diagnostic_table",
     "downstream_report",
+    "estimator_labeller",
     "evaluate",
     "evaluate_per_image",
     "evaluate_training_sets",
+    "heads_labeller",
     "inference_size",
     "load_depth_net",
     "markdown_table",
     "mean_over_runs",
+    "mean_with_ci",
+    "pair_stream",
     "paired_comparison",
-    "paired_table",
     "predict_depth",
+    "relabel_dataset",
     "resize_pair",
     "save_depth_net",
+    "square_pairs",
     "train_depth_net",
 ]

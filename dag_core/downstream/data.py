@@ -3,13 +3,17 @@
 Each sample is resized so its short side is ``resolution`` and centre-cropped to a
 ``resolution × resolution`` square (depth resized with a validity mask, so holes stay holes); the
 stream is shuffled with a seeded buffer and re-shuffled every pass (:class:`ShuffledCycle`).
+:func:`pair_stream` builds such a stream over several datasets (optionally their first N rows,
+optionally without the most uncertain rows); :func:`square_pairs` loads a small set (validation)
+into memory the same way.
 """
 
 from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,6 +22,7 @@ from torch import Tensor
 
 from dag_core.depthnorm import DepthNorm
 from dag_core.errors import DagError
+from dag_core.shards import ShardDataset
 
 SHUFFLE_BUFFER = 512
 
@@ -77,3 +82,67 @@ class ShuffledCycle(torch.utils.data.IterableDataset):
                 raise DagError("training data yielded no samples")
             rng.shuffle(pool)
             yield from pool
+
+
+class FirstN(torch.utils.data.IterableDataset):
+    """The first ``n`` items of ``dataset`` (its row order), every pass."""
+
+    def __init__(self, dataset: torch.utils.data.IterableDataset, n: int) -> None:
+        super().__init__()
+        self.dataset, self.n = dataset, n
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return itertools.islice(iter(self.dataset), self.n)
+
+
+def _open(dirs: Sequence[str | Path], resolution: int, drop_uncertain: float) -> list[ShardDataset]:
+    transform = square_transform(resolution)
+    if drop_uncertain:
+        return [ShardDataset(d, transform=transform, drop_uncertain=drop_uncertain) for d in dirs]
+    return [ShardDataset(d, transform=transform) for d in dirs]
+
+
+def pair_stream(
+    dirs: Sequence[str | Path],
+    resolution: int,
+    seed: int,
+    limit: int | None = None,
+    drop_uncertain: float = 0.0,
+) -> tuple[Callable[[int], Iterator[dict[str, Tensor]]], int]:
+    """Endless square, shuffled batches from the datasets in ``dirs`` (concatenated).
+
+    Returns ``(batches, n)``: ``batches(batch_size)`` starts a stream of ``{"image", "depth",
+    ...}`` batches (a :class:`ShuffledCycle` seeded ``seed`` through a single-process
+    DataLoader), and ``n`` is the number of pairs it cycles over. ``limit`` keeps the first
+    ``limit`` rows (DagError if there are fewer); ``drop_uncertain`` is applied first.
+    """
+    datasets = _open(dirs, resolution, drop_uncertain)
+    chained: torch.utils.data.IterableDataset = torch.utils.data.ChainDataset(datasets)
+    n = sum(len(d) for d in datasets)
+    if limit is not None:
+        if limit > n:
+            where = ", ".join(str(d) for d in dirs)
+            raise DagError(f"limit {limit} exceeds the {n} rows of {where}")
+        chained, n = FirstN(chained, limit), limit
+
+    def batches(batch_size: int) -> Iterator[dict[str, Tensor]]:
+        stream = ShuffledCycle(chained, seed, SHUFFLE_BUFFER)
+        return iter(torch.utils.data.DataLoader(stream, batch_size=batch_size, num_workers=0))
+
+    return batches, n
+
+
+def count_pairs(
+    dirs: Sequence[str | Path], limit: int | None = None, drop_uncertain: float = 0.0
+) -> int:
+    """How many pairs :func:`pair_stream` cycles over for the same arguments."""
+    n = sum(len(d) for d in _open(dirs, 1, drop_uncertain))
+    return n if limit is None else min(n, limit)
+
+
+def square_pairs(directory: str | Path, resolution: int) -> tuple[Tensor, Tensor]:
+    """A small dataset's square pairs in memory: images (N, 3, r, r), depth (N, 1, r, r)."""
+    items = list(_open([directory], resolution, 0.0)[0])
+    if not items:
+        raise DagError(f"no pairs in {directory}")
+    return torch.stack([i["image"] for i in items]), torch.stack([i["depth"] for i in items])

@@ -202,3 +202,39 @@ def paired_comparison(
             row[f"{metric}_verdict"] = verdict(diff)
         out[name] = row
     return out
+
+
+def compare_sets(
+    per_image: Mapping[str, Mapping[str, np.ndarray]],
+    comparisons: Sequence[tuple[str, str]],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Each (set, reference) pair's paired difference (set − reference) on the same test images.
+
+    One row per comparison: ``{"set", "reference", "abs_rel_diff", "abs_rel_diff_ci_lo", …,
+    "abs_rel_verdict", "delta1_diff", …}`` (95 % bootstrap CIs over the images, and over the
+    training runs when there are several; :func:`paired_comparison`).
+    """
+    missing = sorted({n for pair in comparisons for n in pair} - set(per_image))
+    if missing:
+        raise DagError(
+            f"comparison names unknown training set(s) {', '.join(missing)}; "
+            f"have {', '.join(per_image)}"
+        )
+    rows = []
+    for name, reference in comparisons:
+        pair = {reference: per_image[reference], name: per_image[name]}
+        row = paired_comparison(pair, reference, n_boot=n_boot, seed=seed)[name]
+        rows.append({"set": name, "reference": reference, **row})
+    return rows
+
+
+def mean_with_ci(values: np.ndarray, *, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+    """A set's mean per-image metric with its 95 % bootstrap CI (over images, and runs for
+    (R, N) arrays): ``{"mean", "ci_lo", "ci_hi"}``."""
+    from dag_core.metrics.effect import mean_bootstrap
+
+    interval = mean_bootstrap(values, n_boot=n_boot, seed=seed)
+    return {"mean": interval.value, "ci_lo": interval.lo, "ci_hi": interval.hi}

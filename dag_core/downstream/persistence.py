@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from dag_core.atomic import atomic_path, write_text_atomic
+from dag_core.configs.downstream import DownstreamConfig
 from dag_core.depthnorm import DepthNorm
-from dag_core.downstream.config import DownstreamConfig
 from dag_core.downstream.model import DepthNet
 from dag_core.errors import DagError
 
@@ -20,16 +21,23 @@ FORMAT_VERSION = 1
 
 
 def save_depth_net(
-    model: DepthNet, config: DownstreamConfig, norm: DepthNorm, directory: str | Path
+    model: DepthNet,
+    config: DownstreamConfig,
+    norm: DepthNorm,
+    directory: str | Path,
+    training: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``depth_net.safetensors`` and ``depth_net.json`` into ``directory`` (each file
-    atomically); return it."""
+    atomically); return it. ``training`` (e.g. the training set and the kept step) is recorded
+    in the JSON as is."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(directory / WEIGHTS_FILE) as tmp:
         save_file(state, tmp)
     meta = {"format_version": FORMAT_VERSION, "config": config.to_dict(), "norm": norm.to_dict()}
+    if training is not None:
+        meta["training"] = training
     write_text_atomic(directory / META_FILE, json.dumps(meta, indent=2) + "\n")
     return directory
 

@@ -11,9 +11,20 @@ Kim et al., arXiv 2212.08861) all share this layout. A dataset is a directory::
 Columns (:data:`SCHEMA`): ``id`` string; ``rgb`` PNG bytes (lossless); ``depth`` raw
 little-endian bytes in ``depth_dtype`` ∈ {``float16``, ``float32``, ``uint16mm``}; ``height``,
 ``width`` int32; ``seed`` int64 (nullable); ``source`` string; ``meta`` a JSON object for everything
-else (guidance scales, sampler, model hashes...). Depth is never 8-bit. ``uint16mm`` stores
-``round(metres * 1000)`` clipped to 0..65535, with 0 meaning invalid/missing (read back as 0.0 m).
-Every read returns depth as float32 metres.
+else (guidance scales, sampler, model hashes...); ``uncertainty`` float32 (nullable). Depth is
+never 8-bit. ``uint16mm`` stores ``round(metres * 1000)`` clipped to 0..65535, with 0 meaning
+invalid/missing (read back as 0.0 m). Every read returns depth as float32 metres.
+
+``uncertainty`` is how unsure the row's depth label is, higher = less sure: synthesis stores the
+mean of the top 10 % of the per-pixel uncertainty of the strong head's final depth
+(ddpm-segmentation's per-image score; :mod:`dag_core.uncertainty`); measured depth (labelled
+subsets, reference data) stores null. It is a column of :func:`read_pandas` (NaN where null),
+:attr:`Sample.uncertainty` (None), a float32 tensor of every :class:`ShardDataset` item (NaN, so
+labelled and synthetic rows collate together) and passed through by :mod:`dag_core.hf`. Every
+reader takes ``drop_uncertain=f`` to leave out the most uncertain fraction f ∈ [0, 1) of the
+scored rows — ``N − floor(f · n)`` of N rows kept, n = rows with a score, ties dropped later row
+first (:mod:`~dag_core.shards.filtering`). Schema version 2 added the column; datasets of version
+1 are still read (``uncertainty`` null), and a resumed synthesis re-renders version 1 shards.
 
 Writes are atomic: a shard is written to ``.part-XXXXX.parquet.tmp-<pid>`` in the same directory,
 fsynced, then renamed with :func:`os.replace`; a crash leaves at most a dot-file that every reader
@@ -36,8 +47,9 @@ Both see the raw columns (PNG bytes, depth bytes); decode with :func:`decode_dep
 One responsibility per module: :mod:`~dag_core.shards.codec` (schema, sample ↔ row),
 :mod:`~dag_core.shards.integrity` (checksums, manifest, verification),
 :mod:`~dag_core.shards.writer` (atomic shard and manifest writes), :mod:`~dag_core.shards.readers`
-(samples, arrays, tables), :mod:`~dag_core.shards.torch_dataset` (:class:`ShardDataset`) and
-:mod:`~dag_core.shards.cli` (``python -m dag_core.shards verify DIR...``). Import from here.
+(samples, arrays, tables), :mod:`~dag_core.shards.filtering` (``drop_uncertain``),
+:mod:`~dag_core.shards.torch_dataset` (:class:`ShardDataset`) and :mod:`~dag_core.shards.cli`
+(``python -m dag_core.shards verify DIR...``). Import from here.
 """
 
 from dag_core.shards.cli import main
@@ -46,12 +58,15 @@ from dag_core.shards.codec import (
     MANIFEST_NAME,
     SAMPLE_FIELDS,
     SCHEMA,
+    SCHEMA_V1,
     SCHEMA_VERSION,
+    SCHEMAS,
     Sample,
     decode_depth,
     encode_depth,
     shard_name,
 )
+from dag_core.shards.filtering import keep_mask
 from dag_core.shards.integrity import (
     completed_shards,
     dataset_problems,
@@ -67,6 +82,8 @@ __all__ = [
     "MANIFEST_NAME",
     "SAMPLE_FIELDS",
     "SCHEMA",
+    "SCHEMAS",
+    "SCHEMA_V1",
     "SCHEMA_VERSION",
     "Sample",
     "ShardDataset",
@@ -75,6 +92,7 @@ __all__ = [
     "decode_depth",
     "encode_depth",
     "find_datasets",
+    "keep_mask",
     "load_tensors",
     "main",
     "read_arrays",

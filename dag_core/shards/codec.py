@@ -3,15 +3,22 @@
 Columns (:data:`SCHEMA`): ``id`` string; ``rgb`` PNG bytes (lossless); ``depth`` raw
 little-endian bytes in ``depth_dtype`` ∈ {``float16``, ``float32``, ``uint16mm``}; ``height``,
 ``width`` int32; ``seed`` int64 (nullable); ``source`` string; ``meta`` a JSON object for everything
-else (guidance scales, sampler, model hashes...). Depth is never 8-bit. ``uint16mm`` stores
+else (guidance scales, sampler, model hashes...); ``uncertainty`` float32 (nullable), the label's
+uncertainty score (higher = less sure; :mod:`dag_core.uncertainty`), null where the depth is a
+measurement or no score was computed. Depth is never 8-bit. ``uint16mm`` stores
 ``round(metres * 1000)`` clipped to 0..65535, with 0 meaning invalid/missing (read back as 0.0 m).
 Every read returns depth as float32 metres.
+
+Schema versions: 2 added ``uncertainty``; shards of version 1 (:data:`SCHEMA_V1`, written before)
+are still read, their ``uncertainty`` as null. Writers always write the current :data:`SCHEMA`.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
+import numbers
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +35,11 @@ from dag_core.validation import check_value
 #: a shard's index in its dataset
 ShardIndex = Annotated[int, Field(ge=0)]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST_NAME = "_manifest.json"
 DEPTH_DTYPES = ("float16", "float32", "uint16mm")
-SCHEMA = pa.schema(
+#: the schema of version 1 shards (before ``uncertainty``), still read
+SCHEMA_V1 = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),
         pa.field("rgb", pa.binary(), nullable=False),
@@ -44,7 +52,10 @@ SCHEMA = pa.schema(
         pa.field("meta", pa.string(), nullable=False),
     ]
 )
-SAMPLE_FIELDS = ("rgb", "depth", "seed", "source", "meta")
+SCHEMA = SCHEMA_V1.append(pa.field("uncertainty", pa.float32(), nullable=True))
+#: every schema version readers accept; writers write :data:`SCHEMA_VERSION`
+SCHEMAS = {1: SCHEMA_V1, 2: SCHEMA}
+SAMPLE_FIELDS = ("rgb", "depth", "seed", "source", "meta", "uncertainty")
 #: file names of shards (temporary and checksum files are dot-files and never match)
 SHARD_RE = re.compile(r"^part-(\d{5,})\.parquet$")
 _NUMPY_DTYPES = {"float16": "<f2", "float32": "<f4", "uint16mm": "<u2"}
@@ -52,7 +63,11 @@ _NUMPY_DTYPES = {"float16": "<f2", "float32": "<f4", "uint16mm": "<u2"}
 
 @dataclass
 class Sample:
-    """One image–depth pair: ``rgb`` uint8 (H, W, 3), ``depth`` float32 metres (H, W)."""
+    """One image–depth pair: ``rgb`` uint8 (H, W, 3), ``depth`` float32 metres (H, W).
+
+    ``uncertainty``: how unsure the depth label is (higher = less sure; stored as float32), None
+    for measured depth or when no score was computed.
+    """
 
     id: str
     rgb: np.ndarray
@@ -60,6 +75,7 @@ class Sample:
     seed: int | None = None
     source: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    uncertainty: float | None = None
 
 
 def check_dtype(dtype: str) -> None:
@@ -142,6 +158,15 @@ def sample_row(sample: Sample, depth_dtype: str) -> dict[str, Any]:
         meta = json.dumps(sample.meta, sort_keys=True)
     except (TypeError, ValueError) as exc:
         raise DagError(f"sample {sample.id!r}: meta is not JSON-serialisable: {exc}") from exc
+    uncertainty = sample.uncertainty
+    if uncertainty is not None:
+        if isinstance(uncertainty, bool) or not isinstance(uncertainty, numbers.Real):
+            raise DagError(
+                f"sample {sample.id!r}: uncertainty must be a number or None, got {uncertainty!r}"
+            )
+        uncertainty = float(uncertainty)
+        if math.isnan(uncertainty):
+            raise DagError(f"sample {sample.id!r}: uncertainty is NaN (use None for no score)")
     return {
         "id": sample.id,
         "rgb": _encode_png(rgb),
@@ -152,6 +177,7 @@ def sample_row(sample: Sample, depth_dtype: str) -> dict[str, Any]:
         "seed": None if sample.seed is None else int(sample.seed),
         "source": str(sample.source),
         "meta": meta,
+        "uncertainty": uncertainty,
     }
 
 
@@ -173,4 +199,5 @@ def row_sample(row: dict[str, Any], path: Path) -> Sample:
         seed=row.get("seed"),
         source=row.get("source", ""),
         meta=json.loads(row["meta"]) if "meta" in row else {},
+        uncertainty=row.get("uncertainty"),
     )

@@ -3,8 +3,11 @@
 Each shard ``part-XXXXX.parquet`` gets a ``.part-XXXXX.parquet.sha256`` sidecar right after it is
 written; ``_manifest.json`` (written last, by :func:`dag_core.shards.writer.write_manifest`) lists
 every shard with its rows and sha256. A dataset is whole when the manifest exists, lists exactly
-the shards on disk, and every shard opens with :data:`~dag_core.shards.codec.SCHEMA`, has the
-listed row count and sha256, and the rows add up (:func:`dataset_problems`).
+the shards on disk, and every shard opens with the schema of the manifest's ``schema_version``
+(:data:`~dag_core.shards.codec.SCHEMAS`: the current one, or version 1 from before the
+``uncertainty`` column), has the listed row count and sha256, and the rows add up
+(:func:`dataset_problems`). Only shards of the current schema count as done for writers
+(:func:`completed_shards`), so a resumed run re-renders shards written before the schema grew.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dag_core.errors import DagError
-from dag_core.shards.codec import MANIFEST_NAME, SCHEMA, SCHEMA_VERSION, SHARD_RE
+from dag_core.shards.codec import MANIFEST_NAME, SCHEMA_VERSION, SCHEMAS, SHARD_RE
 
 _HASH_CHUNK = 1 << 20
 
@@ -47,7 +50,7 @@ def read_manifest(directory: Path) -> dict | None:
         int(manifest["total_rows"])
     except (ValueError, KeyError, TypeError) as exc:
         raise DagError(f"malformed manifest {manifest_path}: {exc}") from exc
-    if manifest.get("schema_version") != SCHEMA_VERSION:
+    if manifest.get("schema_version") not in SCHEMAS:
         raise DagError(
             f"{manifest_path}: unsupported schema_version {manifest.get('schema_version')!r}"
         )
@@ -83,15 +86,24 @@ def shard_files(directory: Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
-def open_shard(path: Path) -> pq.ParquetFile:
-    """Open a shard and check its footer and schema; DagError naming the file if it is bad."""
+def shard_version(pf: pq.ParquetFile) -> int | None:
+    """The schema version of an open shard (a key of :data:`SCHEMAS`), None if it has none."""
+    return next((v for v, schema in SCHEMAS.items() if pf.schema_arrow.equals(schema)), None)
+
+
+def open_shard(path: Path, *, current: bool = False) -> pq.ParquetFile:
+    """Open a shard and check its footer and schema (any version of :data:`SCHEMAS`; with
+    ``current``, only :data:`SCHEMA`); DagError naming the file if it is bad."""
     try:
         pf = pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as exc:
         raise DagError(f"corrupt shard {path}: {exc}") from exc
     meta = pf.metadata
-    if not pf.schema_arrow.equals(SCHEMA):
+    version = shard_version(pf)
+    if version is None:
         raise DagError(f"shard {path} does not have the dag_core.shards schema")
+    if current and version != SCHEMA_VERSION:
+        raise DagError(f"shard {path} has schema version {version}, not {SCHEMA_VERSION}")
     if meta.num_rows < 1 or sum(meta.row_group(i).num_rows for i in range(meta.num_row_groups)) != (
         meta.num_rows
     ):
@@ -102,7 +114,8 @@ def open_shard(path: Path) -> pq.ParquetFile:
 def completed_shards(directory: str | Path) -> set[int]:
     """Indices of the shards in ``directory`` whose content verifies (empty set if no directory).
 
-    A shard is complete when its Parquet footer opens with :data:`SCHEMA`, its row groups add up
+    A shard is complete when its Parquet footer opens with :data:`SCHEMA` (the current version:
+    older shards are redone by a resume and never blessed by a new manifest), its row groups add up
     to the footer's row count, AND its sha256 equals the one recorded when it was written (its
     ``.part-XXXXX.parquet.sha256`` sidecar, or else its ``_manifest.json`` entry). A readable footer
     alone proves nothing about the bytes before it: a shard damaged mid-file, or one without a
@@ -115,7 +128,7 @@ def completed_shards(directory: str | Path) -> set[int]:
     done = set()
     for index, path in shard_files(directory).items():
         try:
-            open_shard(path)
+            open_shard(path, current=True)
         except DagError:
             continue
         recorded = _recorded_digest(path, manifest)
@@ -161,9 +174,16 @@ def dataset_problems(directory: str | Path, *, checksums: bool = True) -> list[s
             problems.append(f"shard {path} listed in {manifest_path} is missing")
             continue
         try:
-            rows = open_shard(path).metadata.num_rows
+            pf = open_shard(path)
         except DagError as exc:
             problems.append(str(exc))
+            continue
+        rows = pf.metadata.num_rows
+        if shard_version(pf) != manifest["schema_version"]:
+            problems.append(
+                f"shard {path} has schema version {shard_version(pf)}, but {manifest_path} "
+                f"says {manifest['schema_version']}"
+            )
             continue
         if checksums and sha256_file(path) != entry["sha256"]:
             problems.append(f"checksum mismatch for {path} (damaged or changed since written)")

@@ -2,7 +2,9 @@
 
 Every reader first checks that the dataset is whole against its manifest (checksums included;
 :func:`~dag_core.shards.integrity.verify_dataset`) unless told ``verify=False``, so an incomplete
-or damaged dataset is never read as whole.
+or damaged dataset is never read as whole. ``drop_uncertain=f`` leaves out the most uncertain
+fraction f of the rows (:mod:`~dag_core.shards.filtering` states exactly which). Shards of
+schema version 1 read with a null ``uncertainty``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pyarrow.dataset as ds
 
 from dag_core.errors import DagError
 from dag_core.shards.codec import SAMPLE_FIELDS, SCHEMA, Sample, row_sample
+from dag_core.shards.filtering import shard_keep_masks
 from dag_core.shards.integrity import open_shard, shard_files, verify_dataset
 
 
@@ -47,16 +50,41 @@ def _arrow_dataset(paths: list[Path]) -> ds.Dataset:
 
 
 def iter_batches(paths: list[Path], columns: list[str]) -> Iterator[tuple[Path, pa.RecordBatch]]:
-    """Record batches of ``columns`` over ``paths`` in order; DagError naming a corrupt file."""
+    """Record batches of ``columns`` over ``paths`` in order, in the current :data:`SCHEMA`
+    (columns a version 1 shard lacks come back null); DagError naming a corrupt file."""
     for path, fragment in zip(paths, _arrow_dataset(paths).get_fragments(), strict=True):
         try:
-            yield from ((path, batch) for batch in fragment.to_batches(columns=columns))
+            batches = fragment.to_batches(schema=SCHEMA, columns=columns)
+            yield from ((path, batch) for batch in batches)
         except (OSError, pa.ArrowException) as exc:
             raise DagError(f"corrupt shard {path}: {exc}") from exc
 
 
+def iter_rows(
+    paths: list[Path], columns: list[str], keep: list[np.ndarray] | None = None
+) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Raw rows (dicts of ``columns``) over ``paths`` in order, batch by batch; with ``keep`` (one
+    bool mask per shard, :func:`~dag_core.shards.filtering.shard_keep_masks`) only the rows it
+    keeps (the others are never converted)."""
+    masks = None if keep is None else dict(zip(paths, keep, strict=True))
+    current, offset = None, 0
+    for path, batch in iter_batches(paths, columns):
+        if path != current:
+            current, offset = path, 0
+        if masks is not None:
+            mask = masks[path][offset : offset + batch.num_rows]
+            offset += batch.num_rows
+            batch = batch.filter(pa.array(mask, type=pa.bool_()))
+        for row in batch.to_pylist():
+            yield path, row
+
+
 def read_samples(
-    directory: str | Path, *, columns: Sequence[str] | None = None, verify: bool = True
+    directory: str | Path,
+    *,
+    columns: Sequence[str] | None = None,
+    verify: bool = True,
+    drop_uncertain: float = 0.0,
 ) -> Iterator[Sample]:
     """Yield every sample of the dataset, shard by shard in index order, decoded.
 
@@ -66,6 +94,10 @@ def read_samples(
     ``columns`` picks which :class:`Sample` fields to read and decode (a subset of
     :data:`SAMPLE_FIELDS`; ``id`` is always read); ``rgb``/``depth`` left out come back as None,
     the other fields as their defaults. Default: all fields.
+
+    ``drop_uncertain``: leave out the most uncertain fraction of the rows, in [0, 1) (exactly
+    ``N − floor(f · n)`` of N rows are kept, n = rows with a score;
+    :mod:`~dag_core.shards.filtering`).
     """
     wanted = list(SAMPLE_FIELDS if columns is None else columns)
     unknown = sorted(set(wanted) - set(SAMPLE_FIELDS))
@@ -75,13 +107,8 @@ def read_samples(
     if "depth" in wanted:
         arrow_cols.append("depth_dtype")
     paths = dataset_shards(directory, verify)  # before the first sample is yielded
-    return _read_rows(paths, arrow_cols)
-
-
-def _read_rows(paths: list[Path], arrow_cols: list[str]) -> Iterator[Sample]:
-    for path, batch in iter_batches(paths, arrow_cols):
-        for row in batch.to_pylist():
-            yield row_sample(row, path)
+    keep = shard_keep_masks(paths, drop_uncertain)
+    return (row_sample(row, path) for path, row in iter_rows(paths, arrow_cols, keep))
 
 
 def read_arrays(
@@ -102,17 +129,26 @@ def read_arrays(
     return np.stack(rgb), (np.stack(depths) if depth else None)
 
 
-def read_table(directory: str | Path, *, verify: bool = True) -> pa.Table:
-    """All shards of the dataset as one raw :data:`SCHEMA` table, rows in shard order.
+def read_table(
+    directory: str | Path, *, verify: bool = True, drop_uncertain: float = 0.0
+) -> pa.Table:
+    """All shards of the dataset as one raw :data:`SCHEMA` table, rows in shard order
+    (``uncertainty`` null for shards of schema version 1).
 
-    ``verify``: as in :func:`read_samples`. Use this (or ``read_table(d).to_pandas()``) rather
-    than ``pandas.read_parquet(d)``, which reads whatever files are there.
+    ``verify``, ``drop_uncertain``: as in :func:`read_samples`. Use this (or
+    ``read_table(d).to_pandas()``) rather than ``pandas.read_parquet(d)``, which reads whatever
+    files are there.
     """
     paths = dataset_shards(directory, verify)
+    keep = shard_keep_masks(paths, drop_uncertain)
     batches = [batch for _, batch in iter_batches(paths, SCHEMA.names)]
-    return pa.Table.from_batches(batches, schema=SCHEMA)
+    table = pa.Table.from_batches(batches, schema=SCHEMA)
+    if keep is not None:
+        table = table.filter(pa.array(np.concatenate(keep), type=pa.bool_()))
+    return table
 
 
-def read_pandas(directory: str | Path, *, verify: bool = True) -> Any:
-    """The raw rows as a pandas DataFrame, after the same check as :func:`read_table`."""
-    return read_table(directory, verify=verify).to_pandas()
+def read_pandas(directory: str | Path, *, verify: bool = True, drop_uncertain: float = 0.0) -> Any:
+    """The raw rows as a pandas DataFrame (``uncertainty`` a float column, NaN where null), after
+    the same check and filter as :func:`read_table`."""
+    return read_table(directory, verify=verify, drop_uncertain=drop_uncertain).to_pandas()

@@ -19,6 +19,7 @@ from flows.schema.downstream import DownstreamParams
 from flows.schema.label_subset import LabelSubsetParams
 from flows.schema.probe_heads import ProbeHeadsParams
 from flows.schema.reference import ReferenceParams
+from flows.schema.report import ReportParams
 from flows.schema.sweep import SweepParams
 from flows.schema.synthesize import SynthesizeParams
 from flows.schema.train_heads import TrainHeadsParams
@@ -37,6 +38,7 @@ SCHEMAS: dict[str, type[StageParams]] = {
         DfidParams,
         SweepParams,
         DownstreamParams,
+        ReportParams,
     )
 }
 assert tuple(SCHEMAS) == STAGE_GROUPS

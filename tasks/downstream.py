@@ -1,0 +1,166 @@
+"""Tasks for stage ``downstream``: re-label, train and evaluate the depth nets (paths in, paths
+out)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dag_core.atomic import replace_dir, write_text_atomic
+from dag_core.configs.downstream import DownstreamConfig, TrainingSet
+from dag_core.depthnorm import DepthNorm
+from dag_core.downstream import (
+    META_FILE,
+    chosen_step,
+    count_pairs,
+    curve_rows,
+    downstream_report,
+    estimator_labeller,
+    evaluate_training_sets,
+    heads_labeller,
+    relabel_dataset,
+    save_depth_net,
+    train_depth_net,
+)
+from dag_core.nyu import open_nyu
+from dag_core.runtime import use_runtime
+from dag_core.shards import read_samples
+from tasks import run_logger, stage_task
+
+
+@stage_task
+def relabel_training_set(
+    name: str,
+    train_set: dict[str, Any],
+    out_dir: str,
+    base_model: str | None,
+    heads: str | None,
+    estimator: str | None,
+    runtime: dict[str, Any] | None = None,
+) -> str:
+    """Write the set's images (its first ``limit`` rows) with depth from the heads or the
+    reference estimator into ``out_dir``; returns ``out_dir``."""
+    ts = TrainingSet.from_params(train_set, f"train_sets.{name}")
+    _, device = use_runtime(runtime)
+    if ts.labels == "heads":
+        label = heads_labeller(str(base_model), str(heads), device)
+    else:
+        label = estimator_labeller(str(estimator), device)
+    relabel_dataset(ts.data, out_dir, label, ts.labels, limit=ts.limit)
+    run_logger().info("%s: %s re-labelled by the %s into %s", name, ts.data, ts.labels, out_dir)
+    return out_dir
+
+
+@stage_task
+def fit_training_set(
+    name: str,
+    train_set: dict[str, Any],
+    data: str,
+    out_dir: str,
+    config: dict[str, Any],
+    norm: dict[str, Any],
+    labelled: str | None,
+    validation: str | None,
+    runtime: dict[str, Any] | None = None,
+) -> str:
+    """Train one depth net on a training set (``data``: its pairs, re-labelled or not) in its
+    regime, on the runtime device, and save it with a record of what it learnt from."""
+    ts = TrainingSet.from_params(train_set, f"train_sets.{name}")
+    cfg = DownstreamConfig.from_params(config, "config")
+    depth_norm = DepthNorm.from_dict(norm)
+    rt, device = use_runtime(runtime)
+    limit = None if ts.labels != "stored" else ts.limit  # re-labelled data is already cut
+
+    def log(message: str) -> None:
+        run_logger().info("%s: %s", name, message)
+
+    with rt.autocast(device):
+        model, rows = train_depth_net(
+            [data],
+            cfg,
+            depth_norm,
+            regime=ts.regime,
+            labelled=[labelled] if labelled else None,
+            validation=validation,
+            limit=limit,
+            drop_uncertain=ts.drop_uncertain,
+            log=log,
+            device=device,
+        )
+    pairs = count_pairs([data], limit, ts.drop_uncertain)
+    record = {"name": name, **ts.to_dict(), "pairs": pairs, "kept": chosen_step(rows)}
+    if ts.needs_labelled:
+        record["labelled"] = labelled
+    if validation:
+        record["validation"] = validation
+    with replace_dir(out_dir) as tmp:
+        save_depth_net(model, cfg, depth_norm, tmp, training=record)
+    return out_dir
+
+
+def _world_test_pairs(directory: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(s.rgb, s.depth) for s in read_samples(directory, columns=["rgb", "depth"])]
+
+
+def _set_info(model_dir: str) -> dict[str, Any]:
+    """What a net learnt from, from its saved record (first run of the set)."""
+    record = json.loads((Path(model_dir) / META_FILE).read_text()).get("training", {})
+    keys = ("data", "regime", "labels", "pairs", "limit", "drop_uncertain")
+    return {k: record.get(k) for k in keys}
+
+
+@stage_task
+def evaluate_training_nets(
+    models: dict[str, list[str]],
+    world_test: str,
+    nyu_path: str | None,
+    nyu_median_scaling: bool,
+    comparisons: list[list[str]],
+    diagnostic: list[str],
+    curves: dict[str, dict[int, str]],
+    n_boot: int,
+    metrics_file: str,
+    table_file: str,
+    curve_dir: str,
+    runtime: dict[str, Any] | None = None,
+) -> str:
+    """Evaluate every net on the world test split (and NYU-Depth v2 with ``nyu_path``); write
+    the metrics record, the Markdown tables and one AbsRel-vs-N CSV per curve (atomically)."""
+    logger = run_logger()
+    _, device = use_runtime(runtime)
+    splits: dict[str, tuple[Any, dict[str, Any]]] = {"world": (_world_test_pairs(world_test), {})}
+    if nyu_path:
+        splits["nyu"] = (
+            open_nyu(nyu_path),
+            {"eigen_crop": True, "median_scaling": nyu_median_scaling},
+        )
+    results, per_image, runs = evaluate_training_sets(
+        models, splits, device=device, log=logger.info
+    )
+    sets = {name: _set_info(dirs[0]) for name, dirs in models.items()}
+    results, table = downstream_report(
+        results,
+        per_image,
+        sets=sets,
+        comparisons=[(a, b) for a, b in comparisons],
+        diagnostic=diagnostic,
+        n_boot=n_boot,
+        runs=runs,
+    )
+    curve_files = {}
+    for name, points in curves.items():
+        rows = curve_rows(points, per_image["world"], n_boot=n_boot)
+        results.setdefault("curves", {})[name] = rows
+        header = list(rows[0])
+        text = ",".join(header) + "\n"
+        text += "".join(",".join(f"{row[k]:.6g}" for k in header) + "\n" for row in rows)
+        curve_files[f"{name}.csv"] = text
+    write_text_atomic(metrics_file, json.dumps(results, indent=2) + "\n")
+    write_text_atomic(table_file, table)
+    with replace_dir(curve_dir) as tmp:
+        for filename, text in curve_files.items():
+            (tmp / filename).write_text(text)
+    return metrics_file
