@@ -182,7 +182,7 @@ def _cases(p: Path) -> list[tuple[str, dict[str, Any] | None, list[str], str]]:
         (
             "downstream",
             good_downstream,
-            [f"train_sets={{dag: {{data: {d}/synthetic/dag, regime: pretrain}}}}", "comparisons=[]"],
+            [f"train_sets={{x: {{data: {d}/synthetic/dag, regime: pretrain}}}}", "comparisons=[]"],
             "pretrain",
         ),
         ("downstream", good_downstream, ["config.steps=2"], "config.steps"),
