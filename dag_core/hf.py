@@ -1,15 +1,22 @@
 """Hugging Face ``datasets`` interop for the image–depth shard datasets (paper §4's synthetic data).
 
 A dataset written by DAG synthesis (Kim et al., arXiv 2212.08861) — or any shard dataset of
-:mod:`dag_core.shards` — is plain Parquet, so ``datasets`` opens it as it is::
+:mod:`dag_core.shards` — is plain Parquet, so ``datasets`` opens it as it is. Give it the file
+list of :func:`shard_files`, which first checks that the dataset is whole (manifest present,
+every listed shard there with its row count and sha256, none unlisted; a glob such as
+``part-*.parquet`` would read a dataset with a shard missing or damaged as whole)::
 
     from datasets import load_dataset
-    from dag_core.hf import decode_batch
+    from dag_core.hf import decode_batch, shard_files
 
-    ds = load_dataset("parquet", data_files="data/synthetic/dag/part-*.parquet", split="train")
+    files = shard_files("data/synthetic/dag")     # DagError naming a missing or damaged shard
+    ds = load_dataset("parquet", data_files=files, split="train")
     ds = ds.with_transform(decode_batch)   # decoded lazily, row by row or in batches
     ds[0]["depth"]                          # float32 (H, W) metres
     ds[0]["image"]                          # uint8 (H, W, 3)
+
+:func:`load_shards` does all three. ``verify=False`` skips the check (a dataset still being
+written).
 
 The raw columns are those of :data:`dag_core.shards.SCHEMA`: ``rgb`` PNG bytes, ``depth`` raw
 little-endian bytes in ``depth_dtype`` (``float16`` / ``float32`` / ``uint16mm``), ``height``,
@@ -31,7 +38,7 @@ import numpy as np
 from PIL import Image
 
 from dag_core.errors import DagError
-from dag_core.shards import decode_depth
+from dag_core.shards import decode_depth, verify_dataset
 
 _DECODED = ("image", "depth", "meta")
 
@@ -68,23 +75,39 @@ def decode_batch(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
     return {k: [r[k] for r in rows] for k in keys}
 
 
-def shard_files(directory: str | Path) -> list[str]:
-    """The dataset's shard files in order (``part-*.parquet``), for ``data_files=``."""
+def shard_files(directory: str | Path, *, verify: bool = True) -> list[str]:
+    """The dataset's shard files in order, for ``data_files=``.
+
+    ``verify`` (default): the dataset must be whole (:func:`dag_core.shards.verify_dataset`:
+    manifest, every listed shard present with its row count and sha256, none unlisted; DagError
+    naming the first problem) and exactly the shards its manifest lists are returned.
+    ``verify=False``: every ``part-*.parquet`` file there, unchecked (a dataset being written).
+    """
     directory = Path(directory)
+    if verify:
+        manifest = verify_dataset(directory)
+        return [str(directory / s["file"]) for s in manifest["shards"]]
     files = sorted(str(p) for p in directory.glob("part-*.parquet"))
     if not files:
         raise DagError(f"no part-*.parquet shards in {directory}")
     return files
 
 
-def load_shards(directory: str | Path, cache_dir: str | Path | None = None, decode: bool = True):
+def load_shards(
+    directory: str | Path,
+    cache_dir: str | Path | None = None,
+    decode: bool = True,
+    *,
+    verify: bool = True,
+):
     """``datasets.load_dataset("parquet", data_files=<the shards>, split="train")``, with
-    :func:`decode_batch` set as its transform unless ``decode`` is false."""
+    :func:`decode_batch` set as its transform unless ``decode`` is false. The dataset is
+    checked whole first (:func:`shard_files`) unless ``verify`` is false."""
     from datasets import load_dataset
 
     ds = load_dataset(
         "parquet",
-        data_files=shard_files(directory),
+        data_files=shard_files(directory, verify=verify),
         split="train",
         cache_dir=None if cache_dir is None else str(cache_dir),
     )

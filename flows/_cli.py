@@ -9,12 +9,23 @@ inputs, model folders) BEFORE the flow module — Prefect, torch, diffusers — 
 value costs about a second and prints one line. Only then is the flow imported and run; it
 checks the same params again as its first step (what a deployment run relies on).
 
-Every anticipated error — bad input (:class:`~dag_core.errors.DagError`, exit 2), an
-interrupted run (:class:`~dag_core.errors.RunInterrupted`, exit 1: rerun to resume) or an OS
-error such as a read-only folder or a full disk (exit 2) — ends the process with ONE line
-``error: ...`` on stderr naming the value or path. Prefect's traceback of it is kept off the
-console (it still reaches the Prefect API); set ``DAG_DEBUG=1`` to see every traceback.
-SIGTERM ends a run like Ctrl-C, so an ephemeral Prefect server started for it is stopped too.
+Every failure ends the process with ONE line ``error: ...`` on stderr naming the value, key or
+path: bad input (:class:`~dag_core.errors.DagError`) and OS errors such as a read-only folder,
+a full disk or a file-size limit (``[Errno 27] File too large: <path>``) exit 2; a run that could
+not finish through no fault of its input (:class:`~dag_core.errors.RunInterrupted`: a lost Dask
+worker, the run's Prefect server failing; anything unexpected) exits 1. While a flow runs,
+stderr is reserved for that line: Prefect's log, progress bars and library warnings go to stdout
+(:func:`reserved_stderr`); set ``DAG_DEBUG=1`` to leave stderr alone and see every traceback.
+
+Ctrl-C and SIGTERM — to the process or its whole group — stop a run within seconds: the signal
+handler raises KeyboardInterrupt in the main thread and in every thread running interruptible
+work (:mod:`dag_core.interrupt`: a shard on the thread-pool task runner), and a watchdog ends the
+process after :data:`STOP_GRACE` s whatever it is doing (a second signal ends it at once). The
+run ends with one line ``error: interrupted; ...`` saying what is finished and how to go on
+(synthesis: ``k/n shards written, rerun the same command to resume``) and exit status 128 +
+the signal (130 for SIGINT, 143 for SIGTERM). A run with no Prefect server configured gets its
+own (:mod:`flows._server`), which group signals do not reach and which dies with the command
+however it ends, ``kill -9`` included.
 
 ``--serve NAME`` serves the stage's flow as deployment ``<flow>/NAME`` instead of running it
 once; its parameters are what the command line changes from params.yaml (the rest come from the
@@ -27,15 +38,19 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
+from pathlib import Path
 from typing import Any, NoReturn
 
 from dag_core.errors import DagError, RunInterrupted
+from dag_core.interrupt import on_stop, progress_note, resume_work, stop_work
 from flows._params import apply_overrides, changed, load_group, stage_defaults
 from flows.schema.base import StageParams, validate
 
@@ -44,8 +59,27 @@ ANTICIPATED: tuple[type[BaseException], ...] = (DagError, RunInterrupted, OSErro
 _ANTICIPATED_NAMES = ("DagError", "ParamError", "RunInterrupted", "OSError", "Error: [Errno")
 #: the params file a command line reads by default (DVC runs stages in the project folder)
 DEFAULT_PARAMS = "params.yaml"
+#: seconds a run has to stop by itself after Ctrl-C / SIGTERM before the process is ended
+STOP_GRACE = 7.0
+#: what an interrupted stage that has not said what it finished leaves behind
+INTERRUPTED = (
+    "interrupted; every output is written whole or not at all, rerun the same command to run "
+    "the stage again"
+)
 
 load_params = load_group  # the name stage code and tests have used
+
+# The command's state: the signal that is stopping it, the saved stderr while a flow runs
+# (reserved_stderr), whether its one error line is out, and the run's own Prefect server.
+_STATE: dict[str, Any] = {
+    "signum": None,
+    "deadline": None,
+    "stderr_fd": None,
+    "printed": False,
+    "server": None,
+    "command": False,
+}
+_LINE_LOCK = threading.Lock()
 
 
 def debug_enabled() -> bool:
@@ -62,14 +96,126 @@ def check_runtime(runtime: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(runtime or {})
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def error_line(exc: BaseException) -> str:
-    """The one ``error: ...`` line for an anticipated exception (naming the file of OS errors)."""
+    """The one ``error: ...`` line for an anticipated exception (naming the file of OS errors:
+    ``error: [Errno 27] File too large: <path>``)."""
     if isinstance(exc, OSError) and not isinstance(exc, DagError):
         reason = exc.strerror or type(exc).__name__
+        if exc.errno is not None:
+            reason = f"[Errno {exc.errno}] {reason}"
         names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
-        detail = f"{reason}: {' -> '.join(names)}" if names else str(exc) or reason
-        return "error: " + " ".join(detail.split())
-    return "error: " + " ".join(str(exc).split())
+        if names:
+            return "error: " + _one_line(f"{reason}: {' -> '.join(names)}")
+        return "error: " + _one_line(str(exc) or reason)
+    return "error: " + _one_line(str(exc))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _api_failure(exc: BaseException) -> str:
+    """What went wrong talking to the Prefect API, in a few words (``HTTP 500 for POST
+    /api/flow_runs/``, ``ConnectError: ...``)."""
+    response, request = getattr(exc, "response", None), getattr(exc, "request", None)
+    status = getattr(response, "status_code", None)
+    if status is not None and request is not None:
+        return f"HTTP {status} for {request.method} {request.url.path}"
+    return _first_line(exc)
+
+
+def _server_error(log: Path) -> str | None:
+    """The last exception the run's own server logged (e.g. ``sqlite3.OperationalError: disk
+    I/O error`` when its database cannot grow), if any."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    found = [ln.strip() for ln in lines if _EXC_LINE.match(ln)]
+    return found[-1] if found else None
+
+
+_EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): \S")
+
+
+def failure_line(exc: BaseException) -> str:
+    """The one ``error: ...`` line for an exception no check anticipated (exit status 1): the
+    Prefect API failing (with what the run's own server logged), memory, or a bug."""
+    names = {c.__module__.split(".")[0] for c in type(exc).__mro__}
+    server = _STATE["server"]
+    if names & {"httpx", "httpcore", "prefect"} or (server is not None and not server.alive()):
+        url = os.environ.get("PREFECT_API_URL") or "(no URL)"
+        detail, whose = _api_failure(exc), "the"
+        if server is not None:
+            server.failed = True
+            logged = _server_error(server.log_path)
+            detail += f"; the server logged {logged}" if logged else ""
+            detail += f"; see {server.log_path}"
+            whose = "the run's"
+        return "error: " + _one_line(
+            f"{whose} Prefect server at {url} failed ({detail}); rerun the same command once "
+            "it is fixed"
+        )
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return "error: " + _one_line(
+            f"out of memory ({_first_line(exc)}); lower batch_size or free memory, then rerun"
+        )
+    return "error: " + _one_line(f"unexpected {_first_line(exc)} (DAG_DEBUG=1 shows the traceback)")
+
+
+def interrupted_line() -> str:
+    """The one line of a run stopped by Ctrl-C or SIGTERM: what it finished, how to go on."""
+    note = progress_note()
+    if note:
+        return f"error: interrupted; {note}, rerun the same command to resume"
+    return f"error: {INTERRUPTED}"
+
+
+def _emit(line: str) -> None:
+    """Print the command's one error line, once, to the real stderr (also while a flow runs)."""
+    with _LINE_LOCK:
+        if _STATE["printed"]:
+            return
+        _STATE["printed"] = True
+        fd = _STATE["stderr_fd"]
+        if fd is not None:
+            os.write(fd, (line + "\n").encode())
+            return
+    print(line, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def reserved_stderr() -> Iterator[None]:
+    """While a flow runs, everything the process writes to stderr (Prefect's console log,
+    progress bars, library warnings, C-level messages) goes to stdout instead, so a failing
+    run's stderr holds exactly its one ``error:`` line. A no-op with ``DAG_DEBUG=1``."""
+    if debug_enabled():
+        yield
+        return
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    try:
+        saved = os.dup(2)
+        os.dup2(1, 2)
+    except OSError:  # no usable stdout: leave stderr as it is
+        yield
+        return
+    with _LINE_LOCK:
+        _STATE["stderr_fd"] = saved
+    try:
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        with _LINE_LOCK:
+            os.dup2(saved, 2)
+            os.close(saved)
+            _STATE["stderr_fd"] = None
 
 
 class _QuietAnticipated(logging.Filter):
@@ -114,33 +260,135 @@ def quiet_prefect_console() -> Iterator[None]:
             h.removeFilter(flt)
 
 
-def _sigterm(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"terminated by signal {signum}")
+def _quick_exit(code: int) -> NoReturn:
+    """End a command whose run is over now, skipping the interpreter's slow teardown (seconds
+    with torch, diffusers and Prefect loaded): send the last logs to Prefect (at most 5 s),
+    flush the output, stop the run's own server, exit."""
+    with suppress(Exception):  # the process is ending either way
+        logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):
+            stream.flush()
+    if _STATE["server"] is not None:
+        _STATE["server"].stop()
+    os._exit(code)
+
+
+def _exit_now(signum: int) -> NoReturn:
+    """End the process at once with the interrupted line (the run's own Prefect server dies
+    with it)."""
+    _emit(interrupted_line())
+    os._exit(128 + signum)
+
+
+def _deadline() -> None:
+    time.sleep(STOP_GRACE)
+    _exit_now(_STATE["signum"] or signal.SIGTERM)  # Prefect's SIGTERM bridge ran first
+
+
+def _arm_deadline() -> None:
+    """End the process :data:`STOP_GRACE` s from now if the run has not stopped by then."""
+    if _STATE["deadline"] is None:
+        _STATE["deadline"] = threading.Thread(target=_deadline, name="dag-stop", daemon=True)
+        _STATE["deadline"].start()
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    """Ctrl-C / SIGTERM: stop the main thread and the work threads now; end the process after
+    :data:`STOP_GRACE` s if the run has not stopped by then (at once on a second signal).
+
+    During a flow run Prefect handles SIGTERM first (its ``TerminationSignal``), reports the run
+    crashed and sends SIGTERM again, which lands here."""
+    if _STATE["signum"] is not None:
+        _exit_now(_STATE["signum"])
+    _STATE["signum"] = signum
+    stop_work()
+    _arm_deadline()
+    raise KeyboardInterrupt(f"interrupted by {signal.Signals(signum).name}")
+
+
+def _signal_of(exc: BaseException) -> int | None:
+    """The signal that stopped the run, if ``exc`` is how it arrived."""
+    if isinstance(exc, KeyboardInterrupt):
+        return _STATE["signum"] or signal.SIGINT
+    if type(exc).__name__ == "TerminationSignal":  # Prefect's own SIGTERM bridge
+        return int(getattr(exc, "signal", signal.SIGTERM))
+    return None
 
 
 def run_cli(body: Callable[[], Any], *, prefect: bool = True) -> Any:
-    """Run ``body`` as a command: anticipated errors → one ``error:`` line and exit status 2
-    (or the error's own ``exit_code``: 1 for an interrupted run that a rerun resumes).
+    """Run ``body`` as a command: every failure → one ``error:`` line and an exit status (2 for
+    bad input and OS errors, the error's own ``exit_code`` — 1 for a run that a rerun resumes —
+    1 for anything unexpected, 128 + signal when Ctrl-C or SIGTERM stopped it).
 
-    SIGTERM is turned into KeyboardInterrupt so context managers and atexit hooks (the ephemeral
-    Prefect server's shutdown) run; the process then exits with 128 + 15. ``prefect``: filter
-    Prefect's console logging (False before Prefect is imported).
+    ``prefect``: filter Prefect's console logging (False before Prefect is imported).
     """
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _sigterm)
+        signal.signal(signal.SIGINT, _on_signal)
+        signal.signal(signal.SIGTERM, _on_signal)
+    on_stop(_arm_deadline)  # work stopped by Prefect's SIGTERM bridge arms it too
+    if _STATE["signum"] is None:
+        resume_work()
+    _STATE["printed"] = False
     try:
         with quiet_prefect_console() if prefect else nullcontext():
             return body()
+    except SystemExit:
+        raise
     except ANTICIPATED as exc:
         if debug_enabled():
             traceback.print_exc()
-        print(error_line(exc), file=sys.stderr, flush=True)
+        _emit(error_line(exc))
         raise SystemExit(getattr(exc, "exit_code", 2)) from None
-    except KeyboardInterrupt as exc:
-        if "terminated by signal" in str(exc):
-            print(f"error: {exc}", file=sys.stderr, flush=True)
-            raise SystemExit(128 + signal.SIGTERM) from None
-        raise
+    except BaseException as exc:
+        signum = _signal_of(exc)
+        if debug_enabled():
+            traceback.print_exc()
+        if signum is not None:
+            _emit(interrupted_line())
+            if _STATE["command"]:
+                _quick_exit(128 + signum)
+            raise SystemExit(128 + signum) from None
+        _emit(failure_line(exc))
+        server = _STATE["server"]
+        if _STATE["command"] and server is not None and not server.alive():
+            _quick_exit(1)  # nothing left to report to: Prefect's exit hook would retry it
+        raise SystemExit(1) from None
+
+
+def mark_command() -> None:
+    """This process is a command line (``python -m flows.<stage>``): once its run is over
+    (interrupted, or its server lost) it may end without the interpreter's teardown."""
+    _STATE["command"] = True
+
+
+def run_flow(
+    load: Callable[[], Any],
+    call: Callable[[Any], Any],
+    check: Callable[[], Any] | None = None,
+) -> Any:
+    """Run a flow as a command: start the run's own Prefect server when none is configured
+    (:func:`flows._server.cli_server`), ``load()`` the flow meanwhile (its import of torch
+    overlaps the server's start) and run ``check()`` (e.g. that the device is there), wait for
+    the server, then ``call(flow)`` with stderr reserved for the error line. Errors end as
+    :func:`run_cli` says; the server stops after the line is out."""
+    with ExitStack() as stack:
+
+        def body() -> Any:
+            from flows._server import cli_server
+
+            server = stack.enter_context(cli_server())
+            _STATE["server"] = server
+            stack.callback(_STATE.update, server=None)
+            fn = load()
+            if check is not None:
+                check()
+            if server is not None:
+                server.ready()
+            with reserved_stderr():
+                return call(fn)
+
+        return run_cli(body)
 
 
 def _parser(section: str, doc: str | None = None) -> argparse.ArgumentParser:
@@ -173,10 +421,11 @@ def stage_params(
     return group, validate(schema, group, files=files, mark=mark)
 
 
-def _start(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-    if "runtime" in kwargs:  # the device is checked before a Prefect run (or its server) starts
-        check_runtime(kwargs["runtime"])
-    return fn(**kwargs)
+def _device_check(kwargs: Mapping[str, Any]) -> Callable[[], Any] | None:
+    """The check that the run's device is there (needs torch), before a Prefect run starts."""
+    if "runtime" not in kwargs:
+        return None
+    return lambda: check_runtime(kwargs["runtime"])
 
 
 def run_stage(
@@ -186,11 +435,10 @@ def run_stage(
     checked first; for callers that have imported the flow already."""
     args = _parser(schema.stage, fn.__doc__).parse_args(argv)
 
-    def body() -> Any:
-        _, kwargs = stage_params(schema, args.params, args.overrides, mark=True)
-        return _start(fn, kwargs)
-
-    return run_cli(body)
+    _, kwargs = run_cli(
+        lambda: stage_params(schema, args.params, args.overrides, mark=True), prefect=False
+    )
+    return run_flow(lambda: fn, lambda f: f(**kwargs), _device_check(kwargs))
 
 
 def serve(fn: Any, name: str, group: Mapping[str, Any], section: str) -> None:
@@ -204,6 +452,7 @@ def main(schema: type[StageParams], argv: list[str] | None = None) -> NoReturn:
     (or serve) it. Called by each stage module before its own imports, so bad input is reported
     before Prefect or torch load."""
     section = schema.stage
+    mark_command()
     args = _parser(section).parse_args(sys.argv[1:] if argv is None else argv)
     # A served deployment's runs bring their own parameters: its inputs are checked per run.
     serving = args.serve is not None
@@ -213,11 +462,12 @@ def main(schema: type[StageParams], argv: list[str] | None = None) -> NoReturn:
         ),
         prefect=False,
     )
-    fn = run_cli(
-        lambda: getattr(importlib.import_module(f"flows.{section}"), section), prefect=False
-    )
+
+    def load() -> Any:
+        return getattr(importlib.import_module(f"flows.{section}"), section)
+
     if serving:
-        run_cli(lambda: serve(fn, args.serve, group, section))
+        run_flow(load, lambda fn: serve(fn, args.serve, group, section))
     else:
-        run_cli(lambda: _start(fn, kwargs))
+        run_flow(load, lambda fn: fn(**kwargs), _device_check(kwargs))
     raise SystemExit(0)

@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 
 from prefect import flow
 
-from flows._cli import run_cli
+from flows._cli import mark_command, run_cli, run_flow
 from flows._params import load_group
 from flows.base_model import base_model
 from flows.dfid import dfid
@@ -63,8 +63,9 @@ def pipeline(params_file: str = "params.yaml", stages: list[str] | None = None) 
 def main(argv: list[str] | None = None) -> NoReturn:
     """``python -m flows.pipeline [--params F] [stages...]``: check every chosen stage's params,
     then run them in order."""
+    mark_command()
     args = run_cli(lambda: check_pipeline(sys.argv[1:] if argv is None else argv), prefect=False)
-    run_cli(lambda: pipeline(params_file=args.params, stages=args.stages or None))
+    run_flow(lambda: pipeline, lambda fn: fn(params_file=args.params, stages=args.stages or None))
     raise SystemExit(0)
 
 

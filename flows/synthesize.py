@@ -35,10 +35,12 @@ from typing import Any
 from prefect import flow
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from dag_core.atomic import write_text_atomic
 from dag_core.errors import DagError, RunInterrupted
+from dag_core.interrupt import reporting_progress, stop_work
 from dag_core.runtime import RuntimeConfig
 from dag_core.shards import completed_shards
-from dag_core.synthesis import SynthesisSpec, check_spec_fits
+from dag_core.synthesis import SynthesisSpec, check_spec_fits, spec_matches
 from flows._cli import check_runtime
 from flows._params import stage_defaults
 from flows.schema.base import validate
@@ -99,9 +101,69 @@ def _lost_worker(exc: BaseException) -> bool:
 
 @flow(name="render-shards", persist_result=False)
 def render_shards(jobs: list[dict[str, Any]]) -> list[str]:
-    """Fan the shard jobs out on this flow's task runner and wait for all of them."""
-    futures = [render_shard_task.submit(**job) for job in jobs]
-    return [f.result() for f in futures]
+    """Fan the shard jobs out on this flow's task runner and wait for all of them.
+
+    Ctrl-C / SIGTERM arrive in this (the main) thread: the shards rendering on the thread-pool
+    runner are stopped too, and queued ones refuse to start (:func:`dag_core.interrupt.
+    stop_work`), so the runner's shutdown does not wait for them."""
+    try:
+        futures = [render_shard_task.submit(**job) for job in jobs]
+        return [f.result() for f in futures]
+    except Exception:
+        raise
+    except BaseException:  # KeyboardInterrupt, Prefect's TerminationSignal
+        stop_work()
+        raise
+
+
+def shards_written(root: Path, spec: SynthesisSpec) -> str:
+    """``k/n shards written``: the shards of this spec on disk that a rerun keeps."""
+    done = 0
+    for variant in spec.variants:
+        if spec_matches(root / variant, spec.variant_spec(variant)):
+            done += len(completed_shards(root / variant) & set(range(spec.num_shards)))
+    return f"{done}/{spec.num_shards * len(spec.variants)} shards written"
+
+
+def _render_variant(
+    p: dict[str, Any],
+    spec: SynthesisSpec,
+    spec_path: Path,
+    variant: str,
+    runner: TaskRunner,
+    runtime: dict[str, Any],
+) -> None:
+    """Render the shards of ``variant`` that are not done yet, then write its manifest."""
+    root = spec_path.parent
+    target = str(root / variant)
+    todo = prepare_variant(str(spec_path), variant, target)
+    jobs = [
+        dict(
+            spec_path=str(spec_path),
+            variant=variant,
+            shard=k,
+            out_dir=target,
+            base_model=p["base_model"],
+            heads=p["heads"],
+            prior=p["prior"],
+            batch_size=p["batch_size"],
+            runtime=runtime,
+        )
+        for k in todo
+    ]
+    if jobs:
+        try:
+            render_shards.with_options(task_runner=runner)(jobs)
+        except Exception as exc:
+            if not _lost_worker(exc):
+                raise
+            done = len(completed_shards(target) & set(range(spec.num_shards)))
+            raise RunInterrupted(
+                f"variant {variant}: the task runner lost a worker ({type(exc).__name__}: "
+                f"{exc}); {done}/{spec.num_shards} shards of {target} are written, rerun the "
+                "same command to resume"
+            ) from None
+    finish_variant(target, spec.num_shards)
 
 
 @flow(name="synthesize-dataset", persist_result=False)
@@ -159,37 +221,10 @@ def synthesize(
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     spec_path = root / "_run_spec.json"
-    spec_path.write_text(json.dumps(spec.__dict__, indent=2, sort_keys=True) + "\n")
-    for variant in settings:
-        target = str(root / variant)
-        todo = prepare_variant(str(spec_path), variant, target)
-        jobs = [
-            dict(
-                spec_path=str(spec_path),
-                variant=variant,
-                shard=k,
-                out_dir=target,
-                base_model=p["base_model"],
-                heads=p["heads"],
-                prior=p["prior"],
-                batch_size=p["batch_size"],
-                runtime=runtime,
-            )
-            for k in todo
-        ]
-        if jobs:
-            try:
-                render_shards.with_options(task_runner=runner)(jobs)
-            except Exception as exc:
-                if not _lost_worker(exc):
-                    raise
-                done = len(completed_shards(target) & set(range(spec.num_shards)))
-                raise RunInterrupted(
-                    f"variant {variant}: the task runner lost a worker ({type(exc).__name__}: "
-                    f"{exc}); {done}/{spec.num_shards} shards of {target} are written, rerun the "
-                    "same command to resume"
-                ) from None
-        finish_variant(target, spec.num_shards)
+    write_text_atomic(spec_path, json.dumps(spec.__dict__, indent=2, sort_keys=True) + "\n")
+    with reporting_progress(lambda: shards_written(root, spec)):
+        for variant in settings:
+            _render_variant(p, spec, spec_path, variant, runner, runtime)
     if metrics_file or report_dir:
         write_synthesis_report(
             out_dir,

@@ -9,6 +9,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from dag_core.interrupt import work_thread
 from dag_core.resume import finish_variant_dir, prepare_variant_dir
 from dag_core.runtime import RuntimeConfig
 from dag_core.synthesis import (
@@ -76,13 +77,19 @@ def render_shard_task(
     batch_size: int,
     runtime: dict[str, Any] | None = None,
 ) -> str:
-    """Render and atomically write one shard on the runtime device; returns its path."""
+    """Render and atomically write one shard on the runtime device; returns its path.
+
+    Interruptible (:func:`dag_core.interrupt.work_thread`): Ctrl-C / SIGTERM stop it within one
+    sampler step even on a thread-pool runner's thread; the shard is then not written."""
     spec = read_spec(spec_path)
     rt = RuntimeConfig.from_params(runtime)
     used_prior = prior if variant_uses_prior(spec, variant) else None
     models = cached_models(base_model, heads, used_prior, rt)
     n = len(spec.shard_indices(shard))
-    with tqdm(total=n, desc=f"{variant} shard {shard:05d}", leave=False) as bar:
+    with (
+        work_thread(),
+        tqdm(total=n, desc=f"{variant} shard {shard:05d}", leave=False) as bar,
+    ):
         path = render_shard(
             models,
             spec,

@@ -1,16 +1,30 @@
-"""Bad input across the stage CLIs: one ``error:`` line, exit 2, nothing already written lost.
+"""Bad input, damaged data, OS errors and signals across the stage CLIs: one ``error:`` line.
 
 Real stage processes against a real Prefect server and real finished datasets: every file of the
 project folder is hashed before and after each bad run and must be byte-for-byte unchanged, with
-no file added. Also: a damaged or incomplete dataset is never read as whole by a stage, resume
-re-renders exactly the shards whose content does not verify, and SIGTERM stops the ephemeral
-Prefect server of a run.
+no file added. The classes covered:
+
+* bad values, names and params files (exit 2), and for every stage an input missing — the one
+  its checks reach LAST, so everything before it was fine — before anything is written;
+* damaged and incomplete datasets (never read as whole; resume re-renders exactly the shards
+  whose content does not verify; ``python -m dag_core.shards verify`` names an unfinished
+  variant);
+* a hub model that is neither cached nor reachable (one line at once, no retries) and one that
+  is cached while the hub is unreachable (loaded offline);
+* OS errors: a file-size limit while the report is written (the earlier report survives, the
+  line names the file) and while the run's Prefect server writes its database (exit 1);
+* signals: Ctrl-C to the process group stops synthesis in seconds with one line and exit 130,
+  SIGTERM to the process stops a training stage with exit 143, ``kill -9`` leaves no Prefect
+  server behind, and the rerun resumes to the bytes of an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -26,7 +40,7 @@ import yaml
 from PIL import Image
 
 from dag_core.shards import MANIFEST_NAME, verify_dataset
-from tests.prefect_server import prefect_env
+from tests.prefect_server import free_port, prefect_env
 from tests.tiny_models import write_tiny_models
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,11 +114,14 @@ def project(tmp_path_factory: pytest.TempPathFactory, api: str) -> dict[str, Any
         Image.fromarray(np.full((8, 8, 3), 60 * i, np.uint8)).save(images / f"{i}.png")
         Image.fromarray(np.full((8, 8), 200, np.uint16)).save(depths / f"{i}.png")
     (proj / "a-file").write_text("not a folder\n")
+    shutil.copytree(proj / "data/labelled/train", proj / "data/train-only/train")
     from dag_core.depthnorm import DepthNorm
     from dag_core.downstream import DepthNet, DownstreamConfig, save_depth_net
 
     config = DownstreamConfig(resolution=16, channels=(8, 16))  # a (random) dFID estimator
     save_depth_net(DepthNet(config.channels), config, DepthNorm(), proj / "models/estimator")
+    for name in ("unguided", "dag"):  # the nets of an earlier downstream run
+        save_depth_net(DepthNet(config.channels), config, DepthNorm(), proj / "nets" / name)
     return {"proj": proj, "params": params, "env": env, "synth": synth, "labelled": labelled}
 
 
@@ -118,9 +135,14 @@ def _cases(p: Path) -> list[tuple[str, dict[str, Any] | None, list[str], str]]:
                 "dag": str(d / "synthetic/dag"),
             },
             "world_test": str(d / "synthetic/dag"),
+            "labelled": None,
+            "validation": None,
+            "comparisons": [["dag", "unguided"]],
+            "curve": None,
             "models_dir": str(junk / "m"),
             "metrics_file": str(junk / "m.json"),
             "table_file": str(junk / "m.md"),
+            "curve_dir": str(junk / "c"),
         }
     }
     return [
@@ -156,7 +178,14 @@ def _cases(p: Path) -> list[tuple[str, dict[str, Any] | None, list[str], str]]:
             ["source=folder", f"path={d / 'folder/images'}", f"depth_dir={d / 'folder/depth'}"],
             "8-bit",
         ),
-        ("downstream", good_downstream, ["paired_reference=nope"], "nope"),
+        ("downstream", good_downstream, ["comparisons=[[dag, nope]]"], "nope"),
+        (
+            "downstream",
+            good_downstream,
+            [f"train_sets={{x: {{data: {d}/synthetic/dag, regime: pretrain}}}}", "comparisons=[]"],
+            "pretrain",
+        ),
+        ("downstream", good_downstream, ["config.steps=2"], "config.steps"),
         ("downstream", good_downstream, ["n_boot=3"], "n_boot"),
         ("downstream", good_downstream, ["runs=0"], "runs"),
         ("downstream", good_downstream, ["config={seed: x}"], "'x'"),
@@ -165,10 +194,14 @@ def _cases(p: Path) -> list[tuple[str, dict[str, Any] | None, list[str], str]]:
             {
                 "downstream": {
                     "train_sets": {"x": str(d / "damaged/dag")},
-                    "paired_reference": None,
+                    "labelled": None,
+                    "validation": None,
+                    "comparisons": [],
+                    "curve": None,
                     "models_dir": str(junk / "m"),
                     "metrics_file": str(junk / "m.json"),
                     "table_file": str(junk / "m.md"),
+                    "curve_dir": str(junk / "c"),
                 }
             },
             [],
@@ -215,7 +248,138 @@ def _cases(p: Path) -> list[tuple[str, dict[str, Any] | None, list[str], str]]:
             [],
             "part-00000",
         ),
+        *_missing_last(p),
     ]
+
+
+def _missing_last(p: Path) -> list[tuple[str, dict[str, Any] | None, list[str], str]]:
+    """One case per stage with inputs: every input there and whole except the one the stage's
+    checks reach last, so a stage that wrote anything before checking it would be caught
+    (``reference`` reads no input). Downstream: a third training set listed after two good
+    ones, with the nets of an earlier run in ``models_dir``."""
+    d, junk, m = p / "data", p.parent / "junk", p / "models"
+    base, heads, prior = str(m / "base"), str(m / "heads"), str(m / "prior")
+    small_heads = {"hidden": [16], "time_dim": 8, "steps": 2, "batch_size": 2}
+    common = {"runtime": {"device": "cpu"}}
+    groups: list[tuple[str, dict[str, Any], str]] = [
+        ("base_model", {"pretrained": str(p / "no-model"), "out_dir": str(junk / "b")}, "no-model"),
+        (
+            "label_subset",
+            {
+                "source": "folder",
+                "path": str(d / "folder/images"),
+                "depth_dir": str(d / "no-depth"),
+                "resolution": 8,
+                "out_dir": str(junk / "l"),
+            },
+            "no-depth",
+        ),
+        (
+            "train_heads",
+            {
+                "base_model": base,
+                "labelled": str(d / "train-only"),
+                "out_dir": str(junk / "h"),
+                "config": small_heads,
+                "eval_t": [0],
+                "metrics_file": str(junk / "h.json"),
+                "plots_file": str(junk / "h.csv"),
+            },
+            "has no 'heldout' dataset",
+        ),
+        (
+            "probe_heads",
+            {
+                "base_model": base,
+                "labelled": str(d / "labelled"),
+                "heads": str(p / "no-heads"),
+                "ns": [2],
+                "config": small_heads,
+                "eval_t": [0],
+                "out_dir": str(junk / "probe"),
+            },
+            "no-heads",
+        ),
+        (
+            "train_prior",
+            {
+                "labelled": str(d / "labelled"),
+                "heads": heads,
+                "out_dir": str(junk / "p"),
+                "extra_world": 0,
+                "extra_depth": str(d / "no-extra"),
+            },
+            "no-extra",
+        ),
+        (
+            "synthesize",
+            {
+                "base_model": base,
+                "heads": heads,
+                "prior": str(p / "no-prior"),
+                "out_dir": str(junk / "s"),
+                "num_samples": 2,
+                "guidance": {"w_dc": 1.0, "w_dp": 1.0, "tau": 100},
+                "variants": {"dag": {}},
+                "metrics_file": None,
+                "report_dir": None,
+            },
+            "no-prior",
+        ),
+        (
+            "dfid",
+            {
+                "synthetic": str(d / "synthetic"),
+                "variants": ["unguided", "dag"],
+                "real": str(d / "synthetic/dag"),
+                "estimator": str(m / "estimator"),
+                "floor": str(d / "no-floor"),
+                "metrics_file": str(junk / "d.json"),
+            },
+            "no-floor",
+        ),
+        (
+            "sweep",
+            {
+                "base_model": base,
+                "heads": heads,
+                "prior": prior,
+                "real": str(d / "synthetic/dag"),
+                "estimator": str(m / "estimator"),
+                "num_samples": 2,
+                "batch_size": 2,
+                "steps": 2,
+                "modes": ["paper"],
+                "scales": [1.0],
+                "remedies": {},
+                "floor": str(d / "no-floor"),
+                "out_dir": str(junk / "sw"),
+                "figure": str(junk / "sw.png"),
+            },
+            "no-floor",
+        ),
+        (
+            "downstream",
+            {
+                "train_sets": {
+                    "unguided": str(d / "synthetic/unguided"),
+                    "dag": str(d / "synthetic/dag"),
+                    "late": str(d / "no-late-set"),
+                },
+                "world_test": str(d / "synthetic/dag"),
+                "labelled": None,
+                "validation": None,
+                "comparisons": [["dag", "unguided"]],
+                "curve": None,
+                "models_dir": str(p / "nets"),
+                "metrics_file": str(junk / "n.json"),
+                "table_file": str(junk / "n.md"),
+                "curve_dir": str(junk / "nc"),
+            },
+            "downstream.train_sets.late",
+        ),
+    ]
+    return [(stage, {stage: {**common, **group}}, [], needle) for stage, group, needle in groups]
 
 
 # One real process runs every case through the stages' own entry point (``run_stage``, exactly
@@ -254,7 +418,7 @@ def test_bad_inputs_end_in_one_error_line_and_lose_nothing(project: dict[str, An
     assert any(k.startswith("data/synthetic/dag/part-") for k in before)
     assert any(k.startswith("data/labelled/train/part-") for k in before)
     cases = _cases(proj)
-    assert len(cases) >= 25
+    assert len(cases) >= 45
     runs = []
     for i, (stage, groups, overrides, _) in enumerate(cases):
         params = project["params"]
@@ -313,39 +477,295 @@ def test_resume_rerenders_damaged_shard_and_restores_the_bytes(project: dict[str
     assert (good / MANIFEST_NAME).is_file()
 
 
-def test_sigterm_stops_the_ephemeral_prefect_server(
+def _lines(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if ln.startswith("error: ")]
+
+
+def test_hub_model_neither_cached_nor_reachable_is_one_line_at_once(
     project: dict[str, Any], tmp_path: Path
 ) -> None:
-    env = prefect_env(tmp_path / "home")  # no PREFECT_API_URL: Prefect starts its own server
-    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "300"  # a busy 2-core box
+    """Not cached, hub unreachable: one line before Prefect or torch load (no retry loop).
+    Cached, hub unreachable: the stage loads it from the cache offline (no retries) and pins it.
+    """
+    env = {
+        **project["env"],
+        "HF_HUB_CACHE": str(tmp_path / "hub"),
+        "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}",  # nothing listens: offline
+    }
+    env.pop("HF_HUB_OFFLINE", None)
+    out = tmp_path / "base"
+    args = ["-m", "flows.base_model", "pretrained=test-org/tiny-ddpm", f"out_dir={out}"]
+    start = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert time.monotonic() - start < 10
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert run.stderr.count("\n") == 1 and run.stderr.startswith(
+        "error: base_model.pretrained='test-org/tiny-ddpm': no such local folder, not in the "
+        f"hub cache {tmp_path / 'hub'}, and the hub cannot be reached"
+    ), run.stderr
+    assert not out.exists()
+    # the same id in the hub cache's layout: loaded offline, without huggingface_hub's retries
+    revision = "0" * 40
+    repo = tmp_path / "hub/models--test-org--tiny-ddpm"
+    shutil.copytree(project["proj"] / "models/base", repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs/main").write_text(revision)
+    start = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0 and run.stderr == "", run.stderr[-2000:] + run.stdout[-2000:]
+    assert "Retrying" not in run.stdout
+    assert json.loads((out / "pretrained.json").read_text())["pretrained"] == "test-org/tiny-ddpm"
+
+
+def _limit_file_size(size: int) -> Any:
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
+
+    return limit
+
+
+def test_file_size_limit_keeps_the_earlier_report_and_names_the_file(
+    project: dict[str, Any], tmp_path: Path
+) -> None:
+    """RLIMIT_FSIZE while the sample sheet is written: one line naming it, and the sheet of the
+    earlier run is still there byte for byte (written to a temp file, renamed only when whole)."""
+    data = tmp_path / "synthetic"
+    shutil.copytree(project["proj"] / "data/synthetic", data)
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "samples.png").write_bytes(b"the earlier run's sheet\n")
+    before = _snapshot(tmp_path)
     params = tmp_path / "params.yaml"
-    group = {**project["synth"], "out_dir": str(tmp_path / "out"), "num_samples": 64, "steps": 50}
+    group = {**project["synth"], "out_dir": str(data), "report_dir": str(report)}
+    group["metrics_file"] = str(tmp_path / "metrics.json")
     params.write_text(yaml.safe_dump({"synthesize": group}))
-    proc = subprocess.Popen(
+    run = subprocess.run(
         [sys.executable, "-m", "flows.synthesize", "--params", str(params)],
         cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        env=project["env"],
+        capture_output=True,
         text=True,
+        timeout=600,
+        preexec_fn=_limit_file_size(4096),  # shards are done; the sheet is the first big file
     )
+    assert run.returncode == 2, run.stderr[-2000:] + run.stdout[-2000:]
+    assert run.stderr == f"error: [Errno 27] File too large: {report / 'samples.png'}\n"
+    after = _snapshot(tmp_path)
+    assert after["report/samples.png"] == before["report/samples.png"]
+    assert sorted(p.name for p in report.iterdir()) == ["samples.png"]  # no temp file left
+    assert {k: v for k, v in after.items() if "/part-" in k} == {
+        k: v for k, v in before.items() if "/part-" in k
+    }
+
+
+@pytest.fixture(scope="module")
+def own_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """PREFECT_HOME of runs without PREFECT_API_URL (each starts its own server there)."""
+    return tmp_path_factory.mktemp("own-prefect")
+
+
+def _own_env(home: Path) -> dict[str, str]:
+    env = prefect_env(home)  # no PREFECT_API_URL: the command line starts its own server
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
+def _wait_for(proc: subprocess.Popen[str], what: Any, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert proc.poll() is None, f"exited {proc.returncode} before it was interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def _server_children(pid: int) -> list[psutil.Process]:
+    return [
+        c
+        for c in psutil.Process(pid).children(recursive=True)
+        if "flows._server" in " ".join(c.cmdline())
+    ]
+
+
+def _clean_render(out: Path, models: dict[str, str], dest: Path) -> dict[str, dict[str, str]]:
+    """The shards of ``out``'s run spec rendered uninterrupted in this process: their sha256
+    by variant and file name (what the shard tasks do, without Prefect)."""
+    from dag_core.runtime import RuntimeConfig
+    from dag_core.synthesis import SynthesisSpec, load_models, render_shard
+
+    spec = SynthesisSpec(**json.loads((out / "_run_spec.json").read_text()))
+    rt = RuntimeConfig()
+    loaded = load_models(models["base_model"], models["heads"], models["prior"], rt.apply())
+    rt.prepare(loaded.unet, "cpu")
+    digests = {}
+    for variant in spec.variants:
+        for k in range(spec.num_shards):
+            render_shard(loaded, spec, variant, k, dest / variant, batch_size=2, runtime=rt)
+        digests[variant] = {
+            p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((dest / variant).glob("part-*.parquet"))
+        }
+    return digests
+
+
+def test_ctrl_c_kill_9_and_resume(project: dict[str, Any], own_home: Path, tmp_path: Path) -> None:
+    """Synthesis without a Prefect server configured (each run starts its own):
+
+    * ``kill -9`` of the flow mid-run: its Prefect server goes away within seconds;
+    * the same command, Ctrl-C to its whole process group mid-run: it stops within 10 s with one
+      line ``error: interrupted; k/n shards written, rerun the same command to resume``, exit
+      130, its server is gone, and ``python -m dag_core.shards verify`` names the unfinished
+      variant (exit 2);
+    * the same command again: it resumes to exactly the bytes of an uninterrupted run, and a
+      successful run's stderr is empty.
+    """
+    out = tmp_path / "out"
+    params = tmp_path / "params.yaml"
+    group = {
+        **project["synth"],
+        "out_dir": str(out),
+        "num_samples": 4,
+        "steps": 8,
+        "variants": {"dag": {}, "unguided": {"w_dc": 0.0, "w_dp": 0.0}},  # rendered in order
+        "metrics_file": None,
+    }
+    params.write_text(yaml.safe_dump({"synthesize": group}, sort_keys=False))
+    cmd = [sys.executable, "-m", "flows.synthesize", "--params", str(params)]
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=_own_env(own_home),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its own group, as a shell gives a command
+        )
+
+    proc = start()
     try:
-        lines = []
-        for line in proc.stderr:  # type: ignore[union-attr]
-            lines.append(line)
-            if "Beginning flow run" in line:
-                break
-        else:
-            pytest.fail("".join(lines)[-3000:])
-        children = psutil.Process(proc.pid).children(recursive=True)
-        assert children, "expected Prefect's ephemeral server as a child process"
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGTERM)
-        rest = proc.communicate(timeout=120)[1]
+        _wait_for(proc, lambda: (out / "dag" / "part-00000.parquet").exists())
+        servers = _server_children(proc.pid)
+        assert len(servers) == 1
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        _, alive = psutil.wait_procs(servers, timeout=10)
+        assert not alive, "the Prefect server outlived kill -9 of its flow"
+
+        proc = start()  # resumes dag at its shard 1
+        _wait_for(proc, lambda: (out / "dag" / "part-00002.parquet").exists())
+        servers = _server_children(proc.pid)
+        stopped = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal
+        _, err = proc.communicate(timeout=60)
+        took = time.monotonic() - stopped
     finally:
         if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 128 + signal.SIGTERM, rest[-2000:]
-    _, alive = psutil.wait_procs(children, timeout=30)
-    assert not alive, [c.pid for c in alive]
-    assert not (tmp_path / "out" / "dag" / MANIFEST_NAME).exists()
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-3000:]
+    match = re.fullmatch(
+        r"error: interrupted; (\d+)/8 shards written, rerun the same command to resume\n", err
+    )
+    assert match and 3 <= int(match.group(1)) < 8, err
+    assert took < 10, took
+    _, alive = psutil.wait_procs(servers, timeout=10)
+    assert not alive
+    verify = subprocess.run(
+        [sys.executable, "-m", "dag_core.shards", "verify", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert verify.returncode == 2 and _lines(verify.stderr), verify.stdout
+    assert f"{out / 'dag'} is unfinished: " in verify.stdout, verify.stdout
+
+    run = subprocess.run(
+        cmd, cwd=ROOT, env=project["env"], capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0 and run.stderr == "", run.stderr[-3000:]
+    models = {k: project["synth"][k] for k in ("base_model", "heads", "prior")}
+    clean = _clean_render(out, models, tmp_path / "clean")
+    for variant in ("unguided", "dag"):
+        verify_dataset(out / variant)
+        shards = {
+            p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((out / variant).glob("part-*.parquet"))
+        }
+        assert shards == clean[variant]
+
+
+def test_file_size_limit_on_the_prefect_database_is_one_line(
+    project: dict[str, Any], own_home: Path, tmp_path: Path
+) -> None:
+    """The run's own Prefect server cannot write its database (file-size limit on the whole
+    process tree): one line naming its log, exit 1, instead of ~1,700 lines of retries."""
+    params = tmp_path / "params.yaml"
+    group = {**project["synth"], "out_dir": str(tmp_path / "out"), "metrics_file": None}
+    params.write_text(yaml.safe_dump({"synthesize": group}))
+    start = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-m", "flows.synthesize", "--params", str(params)],
+        cwd=ROOT,
+        env=_own_env(own_home),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=_limit_file_size(32 * 1024),
+    )
+    assert run.returncode == 1, run.stderr[-2000:] + run.stdout[-2000:]
+    assert len(run.stderr.splitlines()) == 1, run.stderr
+    assert run.stderr.startswith("error: the run's Prefect server ")
+    assert str(own_home / "cli-server-") in run.stderr
+    assert time.monotonic() - start < 240
+    assert not list((tmp_path / "out").glob("*/_manifest.json"))
+
+
+def test_sigterm_to_the_process_stops_a_training_stage(
+    project: dict[str, Any], tmp_path: Path
+) -> None:
+    """SIGTERM to the process alone (its group untouched) while the depth prior trains in the
+    main thread: stopped within 10 s, one line, exit 143, nothing written."""
+    out = tmp_path / "prior"
+    params = tmp_path / "params.yaml"
+    group = {
+        "labelled": str(project["proj"] / "data/labelled"),
+        "heads": str(project["proj"] / "models/heads"),
+        "out_dir": str(out),
+        "extra_world": 0,
+        "config": {"resolution": 16, "channels": [8, 16], "steps": 100000, "batch_size": 2},
+    }
+    params.write_text(yaml.safe_dump({"train_prior": group}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.train_prior", "--params", str(params)],
+        cwd=ROOT,
+        env=project["env"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            if "prior step 1/" in line:
+                break
+        else:
+            pytest.fail(proc.stderr.read()[-3000:])  # type: ignore[union-attr]
+        stopped = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        took = time.monotonic() - stopped
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err[-3000:]
+    assert err == (
+        "error: interrupted; every output is written whole or not at all, rerun the same "
+        "command to run the stage again\n"
+    )
+    assert took < 10, took
+    assert not out.exists() and not list(tmp_path.glob(".prior*"))  # no partial folder

@@ -195,7 +195,7 @@ def test_os_errors_are_one_line_naming_the_path(
         run_cli(lambda: (blocker / "out").mkdir(parents=True))
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: Not a directory: ")
+    assert err.count("\n") == 1 and err.startswith("error: [Errno 20] Not a directory: ")
     assert str(blocker / "out") in err
 
     def full(fd: int) -> None:
@@ -205,7 +205,8 @@ def test_os_errors_are_one_line_naming_the_path(
     with pytest.raises(SystemExit):
         run_cli(lambda: shards.write_shard(tmp_path / "ds", 0, make_samples(2)))
     err = capsys.readouterr().err
-    assert err == f"error: No space left on device: {tmp_path / 'ds' / 'part-00000.parquet'}\n"
+    path = tmp_path / "ds" / "part-00000.parquet"
+    assert err == f"error: [Errno {errno.ENOSPC}] No space left on device: {path}\n"
     assert not any((tmp_path / "ds").iterdir())  # no partial file left behind
 
 

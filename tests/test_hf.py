@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local files only; never the hub (read at import)
@@ -84,6 +85,7 @@ def test_decode_uint16mm_and_float32_and_bad_rows(tmp_path: Path) -> None:
     for dtype in ("uint16mm", "float32"):
         out = tmp_path / dtype
         write_shard(out, 0, [Sample(id="a", rgb=rgb, depth=depth, seed=None)], depth_dtype=dtype)
+        write_manifest(out)
         raw = datasets.load_dataset(
             "parquet", data_files=shard_files(out), split="train", cache_dir=str(tmp_path / "c")
         )
@@ -102,7 +104,35 @@ def test_decode_uint16mm_and_float32_and_bad_rows(tmp_path: Path) -> None:
     with pytest.raises(DagError, match="no column 'rgb'"):
         decode_example({k: v for k, v in raw[0].items() if k != "rgb"})
     with pytest.raises(DagError, match="no part-"):
+        shard_files(tmp_path / "nothing", verify=False)
+    with pytest.raises(DagError, match="nothing does not exist"):
         shard_files(tmp_path / "nothing")
+
+
+def test_damaged_or_incomplete_dataset_is_never_read_as_whole(
+    generated: Path, tmp_path: Path
+) -> None:
+    """A zeroed kilobyte in one shard, or a shard deleted: the verified file list (and
+    load_shards) name it instead of reading the rest as the whole dataset; verify=False is the
+    explicit opt-out."""
+    zeroed = tmp_path / "zeroed"
+    shutil.copytree(generated, zeroed)
+    shard = zeroed / "part-00001.parquet"
+    data = bytearray(shard.read_bytes())
+    data[1024:2048] = bytes(1024)
+    shard.write_bytes(bytes(data))
+    deleted = tmp_path / "deleted"
+    shutil.copytree(generated, deleted)
+    (deleted / "part-00002.parquet").unlink()
+    cache = tmp_path / "cache"
+    for folder, problem in ((zeroed, "checksum mismatch"), (deleted, "is missing")):
+        name = "part-00001" if folder is zeroed else "part-00002"
+        with pytest.raises(DagError, match=f"{problem}.*{name}|{name}.*{problem}"):
+            shard_files(folder)
+        with pytest.raises(DagError, match=name):
+            load_shards(folder, cache_dir=cache)
+    assert len(shard_files(deleted, verify=False)) == 2  # the opt-out: what is on disk
+    assert load_shards(deleted, cache_dir=cache, verify=False).num_rows == 4
 
 
 def test_schema_version_1_shards_decode_with_no_uncertainty(tmp_path: Path) -> None:

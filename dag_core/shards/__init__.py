@@ -34,12 +34,15 @@ shard ``k`` with :func:`write_shard`, asks :func:`completed_shards` what is done
 
 The manifest is named ``_manifest.json`` (not ``manifest.json``) because pyarrow dataset discovery
 skips names starting with ``.`` or ``_`` but tries to parse every other file as Parquet, so a plain
-``manifest.json`` breaks ``pandas.read_parquet(directory)``. Interop with other tools::
+``manifest.json`` breaks ``pandas.read_parquet(directory)``. Interop with other tools, through
+the same check that the dataset is whole (``pandas.read_parquet(directory)`` or a
+``part-*.parquet`` glob would read a dataset with a shard missing or damaged as whole)::
 
-    pandas.read_parquet("data/synth")                       # the directory as it is
-    datasets.load_dataset("parquet", data_files="data/synth/part-*.parquet")  # Hugging Face
+    read_pandas("data/synth")                               # pandas, checked first
+    datasets.load_dataset("parquet", data_files=dag_core.hf.shard_files("data/synth"))
 
-Both see the raw columns (PNG bytes, depth bytes); decode with :func:`decode_depth` and pillow.
+Both see the raw columns (PNG bytes, depth bytes); decode with :func:`decode_depth` and pillow
+(or :func:`dag_core.hf.decode_batch`).
 
 One responsibility per module: :mod:`~dag_core.shards.codec` (schema, sample ↔ row),
 :mod:`~dag_core.shards.integrity` (checksums, manifest, verification),

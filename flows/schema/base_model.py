@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from dag_core.configs.backbone import TrainConfig
+from flows.schema import models
 from flows.schema.base import (
     Nested,
     NonNegativeInt,
@@ -28,3 +29,8 @@ class BaseModelParams(StageParams):
     out_dir: OutDir
     train: Annotated[dict[str, Any], Nested(TrainConfig)]
     render_workers: NonNegativeInt
+
+    @classmethod
+    def check_models(cls, p: dict[str, Any]) -> None:
+        if p["pretrained"] is not None:  # a local diffusers folder, or a hub id it can get
+            models.base_model_timesteps(cls.key("pretrained"), p["pretrained"])

@@ -12,8 +12,11 @@ loads them. The file names are those of :mod:`dag_core.backbone`, :mod:`dag_core
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dag_core.errors import ParamError
 
@@ -65,13 +68,76 @@ def _hub_id(text: str) -> bool:
     )
 
 
+def hub_cache() -> Path:
+    """The Hugging Face hub cache folder (``HF_HUB_CACHE``, ``HF_HOME``/hub, or the default)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "huggingface" / "hub"
+
+
+def hub_cached(repo_id: str) -> bool:
+    """Whether model ``owner/name`` has a snapshot in the hub cache (read without
+    huggingface_hub: ``models--owner--name/snapshots/<revision>/``)."""
+    snapshots = hub_cache() / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+    return snapshots.is_dir() and any(p.is_dir() and any(p.iterdir()) for p in snapshots.iterdir())
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the hub (``HF_ENDPOINT``, default https://huggingface.co) cannot be reached, or None
+    when a connection opens (or a proxy is configured, which this cannot judge)."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=timeout).close()
+    except OSError as exc:
+        return f"{url.scheme}://{url.netloc}: {exc.strerror or exc}"
+    return None
+
+
+def check_hub_model(key: str, value: str) -> None:
+    """A hub id can be loaded: it is in the hub cache, or the hub answers. Not cached and the
+    hub unreachable (or ``HF_HUB_OFFLINE``): ParamError at once, instead of huggingface_hub's
+    retries (six warnings over ~45 s). Cached but the hub unreachable: ``HF_HUB_OFFLINE=1`` is
+    set for this process (read when huggingface_hub loads), so the cache is used without
+    retrying the hub."""
+    offline = _truthy("HF_HUB_OFFLINE")
+    if hub_cached(value):
+        if not offline and hub_unreachable() is not None:
+            os.environ["HF_HUB_OFFLINE"] = "1"
+        return
+    cache = hub_cache()
+    if offline:
+        raise ParamError(
+            key, value, f"no such local folder, not in the hub cache {cache}, and HF_HUB_OFFLINE"
+        )
+    reason = hub_unreachable()
+    if reason is not None:
+        raise ParamError(
+            key,
+            value,
+            f"no such local folder, not in the hub cache {cache}, and the hub cannot be "
+            f"reached ({reason})",
+        )
+
+
 def base_model_timesteps(key: str, value: str) -> int | None:
     """T of the base model at ``value`` (a folder, a pinned pointer folder, or a hub id: None,
-    not known without downloading). ParamError if a local folder holds no diffusers U-Net."""
+    not known without downloading). ParamError if a local folder holds no diffusers U-Net, or
+    a hub id can neither come from the cache nor from the hub (:func:`check_hub_model`)."""
     path = Path(value)
     if not path.is_dir():
         if _hub_id(value):
-            return None  # checked when the stage loads (downloads) it
+            check_hub_model(key, value)
+            return None  # T is read when the stage loads it
         raise ParamError(key, value, "folder not found (run stage base_model first)")
     pointer = path / POINTER_FILE
     if pointer.is_file():
