@@ -1,7 +1,9 @@
 """The records written from settings are byte-identical to before the settings were validated
 by pydantic: shard rows carry ``asdict(GuidanceConfig)``, synthesis outputs ``_run_spec.json`` /
 ``_spec.json``, model folders their configs. ``config_records.json`` was written by main's code
-(e32d5da, before dag_core/configs existed) for exactly the objects built below."""
+(e32d5da, before dag_core/configs existed) for exactly the objects built below; the one
+intended change since is ``downstream_config``, which gained the training rules of the downstream
+regimes (``finetune_fraction``, ``mix_fraction``, ``validate_every``) after its seven fields."""
 
 from __future__ import annotations
 
