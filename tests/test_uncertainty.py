@@ -126,3 +126,25 @@ def test_synthesized_rows_store_the_top_ten_percent_score_of_their_label(
                 np.testing.assert_array_equal(np.float32(got), mine)
     frame = read_pandas(tmp_path / "dag", verify=False)
     assert frame["uncertainty"].notna().all()
+
+
+def test_heads_labeller_gives_the_labels_synthesis_stores(tmp_path: Path) -> None:
+    """The downstream diagnostic's (real images, head labels) re-labelling uses the same rule as
+    synthesis: the labeller applied to stored images returns the stored float16 labels, up to the
+    uint8 rounding of the images (synthesis labels the float x_0 before it is stored)."""
+    from dag_core.downstream.relabel import heads_labeller
+
+    paths = write_tiny_models(tmp_path / "models")
+    models = load_models(paths["base_model"], paths["heads"], paths["prior"])
+    spec = SynthesisSpec(
+        num_samples=2, shard_size=2, seed=3, steps=2, variants=VARIANTS, hashes=models.hashes
+    )
+    render_shard(models, spec, "unguided", 0, tmp_path / "u", batch_size=2)
+    rows = list(read_samples(tmp_path / "u", verify=False))
+    label = heads_labeller(paths["base_model"], paths["heads"])
+    depth = label(np.stack([r.rgb for r in rows]))
+    assert depth.shape == (2, *rows[0].depth.shape)
+    for row, got in zip(rows, depth, strict=True):
+        np.testing.assert_allclose(got, row.depth, rtol=5e-3, atol=0)
+    with pytest.raises(DagError, match="base model takes"):
+        label(np.zeros((1, 8, 8, 3), np.uint8))

@@ -5,7 +5,7 @@ the images (the generator's domain gap) or the labels (the depth heads' errors).
 separates them at equal N and budget: the same synthetic images with a better labeller's depth,
 and real images with the heads' depth. Two labellers are offered: :func:`heads_labeller` — MLP-S
 at t = 0 on the frozen U-Net's features, exactly how synthesis labels its samples
-(:func:`dag_core.sampling.final_depth`) — and :func:`estimator_labeller` — a saved downstream
+(:func:`dag_core.sampling.final_label`) — and :func:`estimator_labeller` — a saved downstream
 depth net, e.g. the reference estimator the dFID uses.
 """
 
@@ -34,7 +34,7 @@ def heads_labeller(
     """The depth heads' labels: MLP-S at t = 0 on clean images, as synthesis stores them."""
     from dag_core.backbone import load_base_model, model_hash
     from dag_core.heads import DepthHeads
-    from dag_core.sampling import final_depth
+    from dag_core.sampling import final_label
 
     base = load_base_model(base_model, device=device)
     depth_heads = DepthHeads.load(heads).to(device).eval().requires_grad_(False)
@@ -45,7 +45,7 @@ def heads_labeller(
         if rgb.shape[1:3] != (size, size):
             raise DagError(f"images are {rgb.shape[1:3]}, the base model takes {size}×{size}")
         x = torch.from_numpy(rgb).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        depth = final_depth(base.unet, depth_heads, x.to(base.unet.dtype))
+        depth, _ = final_label(base.unet, depth_heads, x.to(base.unet.dtype))
         return depth[:, 0].float().cpu().numpy()
 
     return label
