@@ -376,6 +376,32 @@ def test_headline_follows_one_contrast_and_later_records_replace_earlier_rows() 
     ]
 
 
+def test_headline_also_carries_the_labelled_plus_synthetic_contrasts() -> None:
+    """labelled+dag − labelled and labelled+dag − labelled+unguided join dag − unguided, per
+    split, in that order; other comparisons (filters, diagnostics) stay in the report."""
+    heads, dfid = Record(HEADS, "m/heads.json"), Record(DFID, "m/dfid.json")
+    comparisons = [
+        {"split": split, "set": s, "reference": r, **_diff(0.01)}
+        for split in ("world", "nyu")
+        for s, r in (
+            ("labelled+dag", "labelled+unguided"),
+            ("labelled+dag-u10", "labelled+dag"),
+            ("labelled+dag", "labelled"),
+        )
+    ]
+    later = {**COMPARISONS, "comparisons": comparisons}
+    rows = headline_rows(heads, dfid, [Record(COMPARISONS, "m/d.json"), Record(later, "m/e.json")])
+    assert [(r[0].split(", ")[-1], r[0].split(" on ")[1].split(",")[0]) for r in rows[4:]] == [
+        ("dag − unguided", "world"),
+        ("dag − unguided", "nyu"),
+        ("labelled+dag − labelled", "world"),
+        ("labelled+dag − labelled", "nyu"),
+        ("labelled+dag − labelled+unguided", "world"),
+        ("labelled+dag − labelled+unguided", "nyu"),
+    ]
+    assert [r[3] for r in rows[4:]] == ["`m/d.json`"] * 2 + ["`m/e.json`"] * 4
+
+
 def _sweep_row(w: float, dfid: float, **extra: float) -> dict[str, float]:
     row = {"w": w, "dfid": dfid, "dfid_ci_lo": dfid - 1, "dfid_ci_hi": dfid + 1, "fid": 100.0}
     row.update({"consistency_abs_rel": 0.15})
@@ -475,8 +501,11 @@ def test_the_downstream_stage_own_records_render(name: str) -> None:
     assert downstream_comparisons(data) == data["comparisons"]
     heads, dfid = Record(HEADS, "m/heads.json"), Record(DFID, "m/dfid.json")
     picked = headline_rows(heads, dfid, [Record(data, "m/d.json")])[4:]
+    contrasts = [("dag", "unguided"), ("labelled+dag", "labelled")]
+    contrasts.append(("labelled+dag", "labelled+unguided"))
     assert [r[0] for r in picked] == [
-        f"downstream depth net AbsRel on {row['split']}, dag − unguided"
+        f"downstream depth net AbsRel on {row['split']}, {s} − {r}"
+        for s, r in contrasts
         for row in data["comparisons"]
-        if (row["set"], row["reference"]) == ("dag", "unguided")
+        if (row["set"], row["reference"]) == (s, r)
     ]

@@ -25,9 +25,10 @@ GENERATED = (
 def headline_rows(heads: Record, dfid: Record, downstream: Sequence[Record]) -> list[list[str]]:
     """The headline results, one contrast throughout: the last variant ``dfid`` compares with
     its reference variant (``dag`` − ``unguided``). Rows: the heads' accuracy; that contrast's
-    consistency, dFID and FID, and the reference's dFID above real images; and the same
-    contrast's downstream AbsRel per test split (a later downstream record's row replaces an
-    earlier one's for the same split)."""
+    consistency, dFID and FID, and the reference's dFID above real images; then, per test split,
+    the downstream AbsRel of the same contrast, of ``labelled+dag`` − ``labelled`` (the labels
+    with synthetic pairs against the labels alone) and of ``labelled+dag`` − ``labelled+unguided``
+    (a later downstream record's row replaces an earlier one's for the same contrast and split)."""
     h, d = heads.data, dfid.data
     require(h, ("strong", "mean_depth_baseline", "n_heldout"), heads.path)
     rows = [
@@ -63,25 +64,31 @@ def headline_rows(heads: Record, dfid: Record, downstream: Sequence[Record]) -> 
                 f"`{dfid.path}`",
             ]
         )
-    picked: dict[str, list[str]] = {}
+    contrasts = [
+        (name, ref),
+        (f"labelled+{name}", "labelled"),
+        (f"labelled+{name}", f"labelled+{ref}"),
+    ]
+    picked: dict[tuple[int, str], list[str]] = {}
     for record in downstream:
         runs = downstream_settings(record.data)[0]
         splits = downstream_splits(record.data)
         for comparison in downstream_comparisons(record.data):
-            if (comparison["set"], comparison["reference"]) != (name, ref):
+            pair = (comparison["set"], comparison["reference"])
+            if pair not in contrasts:
                 continue
             split = str(comparison["split"])
             counts = sorted(
                 {int(r["count"]) for r in splits.get(split, {}).values() if "count" in r}
             )
             images = f"{counts_text(counts)} test images, " if counts else ""
-            picked[split] = [
-                f"downstream depth net AbsRel on {split}, {name} − {ref}",
+            picked[contrasts.index(pair), split] = [
+                f"downstream depth net AbsRel on {split}, {pair[0]} − {pair[1]}",
                 difference(comparison, "abs_rel", 3),
                 f"{images}{runs} training run{'s' if runs != 1 else ''} per set",
                 f"`{record.path}`",
             ]
-    return rows + list(picked.values())
+    return rows + [picked[key] for key in sorted(picked, key=lambda k: k[0])]
 
 
 def headline_table(heads: Record, dfid: Record, downstream: Sequence[Record]) -> str:
