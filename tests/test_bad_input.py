@@ -125,26 +125,29 @@ def project(tmp_path_factory: pytest.TempPathFactory, api: str) -> dict[str, Any
     return {"proj": proj, "params": params, "env": env, "synth": synth, "labelled": labelled}
 
 
+def _good_downstream(d: Path, junk: Path) -> dict[str, Any]:
+    """A valid small downstream group on the finished project's synthetic sets."""
+    return {
+        "train_sets": {
+            "unguided": str(d / "synthetic/unguided"),
+            "dag": str(d / "synthetic/dag"),
+        },
+        "world_test": str(d / "synthetic/dag"),
+        "labelled": None,
+        "validation": None,
+        "comparisons": [["dag", "unguided"]],
+        "curve": None,
+        "models_dir": str(junk / "m"),
+        "metrics_file": str(junk / "m.json"),
+        "table_file": str(junk / "m.md"),
+        "curve_dir": str(junk / "c"),
+    }
+
+
 def _cases(p: Path) -> list[tuple[str, dict[str, Any] | None, list[str], str]]:
     """(stage, params-file groups or None for the project's file, overrides, text in error)."""
     d, junk = p / "data", p.parent / "junk"  # outputs a wrongly started run would write
-    good_downstream = {
-        "downstream": {
-            "train_sets": {
-                "unguided": str(d / "synthetic/unguided"),
-                "dag": str(d / "synthetic/dag"),
-            },
-            "world_test": str(d / "synthetic/dag"),
-            "labelled": None,
-            "validation": None,
-            "comparisons": [["dag", "unguided"]],
-            "curve": None,
-            "models_dir": str(junk / "m"),
-            "metrics_file": str(junk / "m.json"),
-            "table_file": str(junk / "m.md"),
-            "curve_dir": str(junk / "c"),
-        }
-    }
+    good_downstream = {"downstream": _good_downstream(d, junk)}
     return [
         ("synthesize", None, ["sampler=euler"], "euler"),
         ("synthesize", None, ["steps=0"], "steps"),
@@ -261,6 +264,7 @@ def _missing_last(p: Path) -> list[tuple[str, dict[str, Any] | None, list[str], 
     base, heads, prior = str(m / "base"), str(m / "heads"), str(m / "prior")
     small_heads = {"hidden": [16], "time_dim": 8, "steps": 2, "batch_size": 2}
     common = {"runtime": {"device": "cpu"}}
+    good = _good_downstream(d, junk)
     groups: list[tuple[str, dict[str, Any], str]] = [
         ("base_model", {"pretrained": str(p / "no-model"), "out_dir": str(junk / "b")}, "no-model"),
         (
@@ -361,16 +365,8 @@ def _missing_last(p: Path) -> list[tuple[str, dict[str, Any] | None, list[str], 
         (
             "downstream",
             {
-                "train_sets": {
-                    "unguided": str(d / "synthetic/unguided"),
-                    "dag": str(d / "synthetic/dag"),
-                    "late": str(d / "no-late-set"),
-                },
-                "world_test": str(d / "synthetic/dag"),
-                "labelled": None,
-                "validation": None,
-                "comparisons": [["dag", "unguided"]],
-                "curve": None,
+                **good,
+                "train_sets": {**good["train_sets"], "late": str(d / "no-late-set")},
                 "models_dir": str(p / "nets"),
                 "metrics_file": str(junk / "n.json"),
                 "table_file": str(junk / "n.md"),
