@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from dag_core.atomic import atomic_path, write_text_atomic
+from dag_core.checkpoint import load_weights, model_files, read_meta
 from dag_core.configs.downstream import DownstreamConfig
 from dag_core.depthnorm import DepthNorm
 from dag_core.downstream.model import DepthNet
@@ -44,25 +44,14 @@ def save_depth_net(
 
 def load_depth_net(directory: str | Path) -> tuple[DepthNet, DownstreamConfig, DepthNorm]:
     """Rebuild a network saved by :func:`save_depth_net` (CPU, eval mode) with its config/norm."""
-    directory = Path(directory)
-    meta_path, weights_path = directory / META_FILE, directory / WEIGHTS_FILE
-    for path in (meta_path, weights_path):
-        if not path.is_file():
-            raise DagError(f"missing depth-net file {path}")
-    try:
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise DagError(f"unsupported format_version {meta.get('format_version')!r}")
-        config = DownstreamConfig.from_dict(meta["config"])
-        norm = DepthNorm.from_dict(meta["norm"])
-    except DagError as exc:
-        raise DagError(f"invalid depth-net metadata {meta_path}: {exc}") from exc
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DagError(f"corrupt depth-net metadata {meta_path}: {exc!r}") from exc
+    meta_path, weights_path = model_files(directory, META_FILE, WEIGHTS_FILE, "depth-net")
+    config, norm = read_meta(meta_path, "depth-net", _parse_meta)
     model = DepthNet(config.channels)
-    try:
-        model.load_state_dict(load_file(weights_path))
-    except (SafetensorError, RuntimeError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-        raise DagError(f"corrupt depth-net weights {weights_path}: {first}") from exc
+    load_weights(model, weights_path, "depth-net")
     return model.eval(), config, norm
+
+
+def _parse_meta(meta: dict[str, Any]) -> tuple[DownstreamConfig, DepthNorm]:
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise DagError(f"unsupported format_version {meta.get('format_version')!r}")
+    return DownstreamConfig.from_dict(meta["config"]), DepthNorm.from_dict(meta["norm"])

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from diffusers import UNet2DModel
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from dag_core.atomic import atomic_path, write_text_atomic
+from dag_core.checkpoint import load_weights, model_files, read_meta
 from dag_core.configs.heads import HeadConfig
 from dag_core.depthnorm import DepthNorm
 from dag_core.errors import DagError
@@ -240,30 +240,20 @@ class DepthHeads(nn.Module):
     def load(cls, directory: str | Path) -> DepthHeads:
         """Rebuild heads saved by :meth:`save` (on CPU, in eval mode); folders written before
         ensembles existed load as K = 1."""
-        directory = Path(directory)
-        meta_path, weights_path = directory / META_FILE, directory / WEIGHTS_FILE
-        for path in (meta_path, weights_path):
-            if not path.is_file():
-                raise DagError(f"missing depth-head file {path}")
-        try:
-            meta = json.loads(meta_path.read_text())
-            heads = cls(
+        meta_path, weights_path = model_files(directory, META_FILE, WEIGHTS_FILE, "depth-head")
+        heads = read_meta(
+            meta_path,
+            "depth-head",
+            lambda meta: cls(
                 HeadConfig.from_dict(meta["config"]),
                 DepthNorm.from_dict(meta["norm"]),
                 {int(k): int(v) for k, v in meta["layer_channels"].items()},
                 int(meta["resolution"]),
                 base_hash=meta.get("base_hash"),
                 num_train_timesteps=int(meta.get("num_train_timesteps", 1000)),
-            )
-        except DagError as exc:
-            raise DagError(f"invalid depth-head metadata {meta_path}: {exc}") from exc
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise DagError(f"corrupt depth-head metadata {meta_path}: {exc!r}") from exc
-        try:
-            heads.load_state_dict(load_file(weights_path))
-        except (SafetensorError, RuntimeError, OSError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-            raise DagError(f"corrupt depth-head weights {weights_path}: {first}") from exc
+            ),
+        )
+        load_weights(heads, weights_path, "depth-head")
         return heads.eval()
 
     def check_compatible(self, unet: UNet2DModel, base_hash: str | None = None) -> None:
