@@ -27,8 +27,12 @@ $(STAMP): pyproject.toml constraints.txt
 repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro $(STAGE)
 
+# The suite runs on TEST_WORKERS pytest-xdist processes, a test file per process at a time (a
+# file's module-scoped Prefect server is started once); TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
 test: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile \
+		--no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
