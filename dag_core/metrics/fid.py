@@ -88,7 +88,9 @@ class FidHelperInceptionV3(FeatureExtractorBase):
             raise DagError(f"expected uint8 images (N, 3, H, W), got {x.dtype} {tuple(x.shape)}")
         size = (self.INPUT_IMAGE_SIZE, self.INPUT_IMAGE_SIZE)
         x = interpolate_bilinear_2d_like_tensorflow1x(x.float(), size=size, align_corners=False)
-        x = (x - 128) / 128
+        # channels_last: oneDNN's convolutions run 1.12x faster on 2 CPU cores in that layout
+        # (features agree to 1e-6 relative; bench/bench_fid.py) and cuDNN's prefer it as well
+        x = ((x - 128) / 128).contiguous(memory_format=torch.channels_last)
         return (self.net(x).to(torch.float32),)
 
     @staticmethod
