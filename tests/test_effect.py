@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from dag_core.errors import DagError
+from dag_core.metrics import effect
 from dag_core.metrics.effect import (
     Interval,
     RealFeatures,
@@ -36,6 +37,19 @@ def real() -> RealFeatures:
 def test_fast_fid_equals_torch_fidelity(real: RealFeatures, n: int) -> None:
     gen = _features(n, 1, shift=0.3)
     assert fast_fid(gen, real) == pytest.approx(fid_value(gen, real), rel=1e-6, abs=1e-6)
+
+
+def test_fid_value_is_computed_once_per_set_and_real_set(real: RealFeatures) -> None:
+    gen = _features(40, 7, shift=0.1)
+    first = fid_value(gen, real)
+    known = len(effect._FID_VALUES)
+    assert fid_value(gen.copy(), real) == first  # same values, another array: from the memo
+    assert len(effect._FID_VALUES) == known
+    other_real = RealFeatures(_features(120, 5))
+    moved = [fid_value(gen + 0.5, real), fid_value(gen, other_real)]
+    assert len(effect._FID_VALUES) == known + 2 and first not in moved
+    fresh = fast_fid(gen, other_real)  # the memo keys on the real set too
+    assert moved[1] == pytest.approx(fresh, rel=1e-6)
 
 
 def test_fid_ci_brackets_the_estimate_and_shrinks_with_n(real: RealFeatures) -> None:

@@ -29,6 +29,7 @@ noise). Everything here resamples the GENERATED samples with replacement (the re
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,11 +89,16 @@ def _resamples(n: int, n_boot: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
 
 
+def _digest(features: np.ndarray) -> bytes:
+    return hashlib.sha1(np.ascontiguousarray(features).tobytes()).digest()
+
+
 class RealFeatures:
     """Reference features: mean, covariance (torch-fidelity's statistics) and Σ_r's square root."""
 
     def __init__(self, features: np.ndarray) -> None:
         self.features = np.asarray(features, dtype=np.float64)
+        self.digest = _digest(self.features)
         if self.features.ndim != 2 or len(self.features) < 2:
             raise DagError(f"real features must be (N >= 2, D), got {self.features.shape}")
         self.stats = fid_features_to_statistics(torch.from_numpy(self.features))
@@ -104,10 +110,22 @@ class RealFeatures:
         self.root = vec[:, keep] * np.sqrt(lam[keep])  # Σ_r = root rootᵀ (low rank for N < D)
 
 
+#: torch-fidelity FIDs already computed in this process, by (features digest, real digest): the
+#: eigenvalues of a 2048×2048 product take seconds on a CPU, and a stage scores the same
+#: reference set against every variant or sweep point
+_FID_VALUES: dict[tuple[bytes, bytes], float] = {}
+
+
 def fid_value(features: np.ndarray, real: RealFeatures) -> float:
-    """torch-fidelity's FID of ``features`` against the real set (the reported point value)."""
-    stats = fid_features_to_statistics(torch.from_numpy(np.asarray(features, dtype=np.float64)))
-    return float(fid_statistics_to_metric(stats, real.stats, False)["frechet_inception_distance"])
+    """torch-fidelity's FID of ``features`` against the real set (the reported point value);
+    computed once per distinct (features, real set) in a process."""
+    x = np.asarray(features, dtype=np.float64)
+    key = (_digest(x), real.digest)
+    if key not in _FID_VALUES:
+        stats = fid_features_to_statistics(torch.from_numpy(x))
+        metric = fid_statistics_to_metric(stats, real.stats, False)
+        _FID_VALUES[key] = float(metric["frechet_inception_distance"])
+    return _FID_VALUES[key]
 
 
 class _Projected:
