@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from dag_core.errors import DagError
-from dag_core.metrics import effect
 from dag_core.metrics.effect import (
     Interval,
     RealFeatures,
@@ -39,17 +38,12 @@ def test_fast_fid_equals_torch_fidelity(real: RealFeatures, n: int) -> None:
     assert fast_fid(gen, real) == pytest.approx(fid_value(gen, real), rel=1e-6, abs=1e-6)
 
 
-def test_fid_value_is_computed_once_per_set_and_real_set(real: RealFeatures) -> None:
-    gen = _features(40, 7, shift=0.1)
-    first = fid_value(gen, real)
-    known = len(effect._FID_VALUES)
-    assert fid_value(gen.copy(), real) == first  # same values, another array: from the memo
-    assert len(effect._FID_VALUES) == known
-    other_real = RealFeatures(_features(120, 5))
-    moved = [fid_value(gen + 0.5, real), fid_value(gen, other_real)]
-    assert len(effect._FID_VALUES) == known + 2 and first not in moved
-    fresh = fast_fid(gen, other_real)  # the memo keys on the real set too
-    assert moved[1] == pytest.approx(fresh, rel=1e-6)
+def test_reported_fid_is_torch_fidelity_s(real: RealFeatures) -> None:
+    gen, other = _features(40, 7, shift=0.1), _features(40, 8, shift=0.3)
+    point, diff = fid_bootstrap(gen, real, n_boot=20, paired_with=other)
+    assert point.value == pytest.approx(fid_value(gen, real), rel=1e-6)
+    assert diff is not None
+    assert diff.value == pytest.approx(fid_value(gen, real) - fid_value(other, real), rel=1e-6)
 
 
 def test_fid_ci_brackets_the_estimate_and_shrinks_with_n(real: RealFeatures) -> None:
