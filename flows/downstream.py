@@ -10,9 +10,13 @@ take their first N pairs: the ``diagnostic`` table separates label noise from th
 gap, and ``curve`` gives AbsRel against N. Every net is tested on the held-out procedural split
 and, when ``nyu_path`` is set, on NYU-Depth v2 (Eigen crop). ``runs`` > 1 trains every set that
 many times (seeds ``config.seed`` + 0 … runs − 1, the same for every set), so each comparison's
-CI covers training noise as well as the test images. Nets are saved in
-``{models_dir}/{set}/seed-{seed}``; the folder is replaced only when every net has trained. Every
-parameter defaults to params.yaml's ``downstream`` group.
+CI covers training noise as well as the test images. A ``finetune`` set whose pairs a set trains
+on ``alone`` continues that run from its state at the branch step (the same bytes as training it
+from step 0; :mod:`dag_core.downstream.training`). Nets are saved in
+``{models_dir}/{set}/seed-{seed}``, ``workers`` of them training at once (threads that share the
+CPU's torch threads: the same nets as one at a time on that many threads each); the folder is
+replaced only when every net has trained. Every parameter defaults to params.yaml's
+``downstream`` group.
 """
 
 from __future__ import annotations
@@ -23,19 +27,43 @@ if __name__ == "__main__":  # check the params before Prefect and torch load (fl
 
     main(DownstreamParams)
 
+import shutil
 from typing import Any
 
 from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from dag_core.atomic import replace_dir
 from dag_core.configs.downstream import DownstreamConfig
+from dag_core.interrupt import stop_work
+from dag_core.runtime import shared_cpu
 from flows._cli import check_runtime
 from flows._params import stage_defaults
 from flows.schema.base import validate
-from flows.schema.downstream import DownstreamParams, curve_sets, expanded_sets
+from flows.schema.downstream import DownstreamParams, branch_sources, curve_sets, expanded_sets
 from tasks.downstream import evaluate_training_nets, fit_training_set, relabel_training_set
 
 D = stage_defaults("downstream")
+
+
+@flow(name="fit-depth-nets", persist_result=False)
+def fit_depth_nets(jobs: list[dict[str, Any]], after: dict[int, int]) -> list[str]:
+    """Train the nets of ``jobs`` (:func:`~tasks.downstream.fit_training_set` arguments) on this
+    flow's task runner; job i starts once job ``after[i]`` (its branch source) has finished.
+
+    Ctrl-C / SIGTERM stop the nets training in other threads as well (:func:`dag_core.interrupt.
+    stop_work`), so the run stops at once."""
+    futures: list[Any] = []
+    try:
+        for i, job in enumerate(jobs):
+            wait = [futures[after[i]]] if i in after else None
+            futures.append(fit_training_set.submit(**job, wait_for=wait))
+        return [f.result() for f in futures]
+    except Exception:
+        raise
+    except BaseException:  # KeyboardInterrupt, Prefect's TerminationSignal
+        stop_work()
+        raise
 
 
 @flow(name="downstream", persist_result=False)
@@ -54,6 +82,7 @@ def downstream(
     curve: dict[str, list[Any]] | None = D["curve"],
     n_boot: int = D["n_boot"],
     runs: int = D["runs"],
+    workers: int = D["workers"],
     models_dir: str = D["models_dir"],
     norm: dict[str, Any] = D["norm"],
     config: dict[str, Any] = D["config"],
@@ -70,11 +99,17 @@ def downstream(
     first = DownstreamConfig.from_params(p["config"], "config").seed
     seeds = [first + r for r in range(p["runs"])]
     sets = expanded_sets(p)
+    branches = branch_sources(sets)  # finetune set → the alone set it continues
+    sources = set(branches.values())
+    # branch sources first (their continuations wait for them), continuations last
+    order = sorted(sets, key=lambda n: 0 if n in sources else 2 if n in branches else 1)
     with replace_dir(p["models_dir"]) as tmp:
-        for name, ts in sets.items():
-            data = ts.data
-            if ts.labels != "stored":
-                data = relabel_training_set(
+        data: dict[str, str] = {}
+        for name in order:
+            ts, source = sets[name], branches.get(name)
+            data[name] = data[source] if source else ts.data
+            if ts.labels != "stored" and not source:
+                data[name] = relabel_training_set(
                     name,
                     ts.to_dict(),
                     str(tmp / "_relabelled" / name),
@@ -83,18 +118,36 @@ def downstream(
                     p["estimator"],
                     runtime,
                 )
+        jobs: list[dict[str, Any]] = []
+        index: dict[tuple[str, int], int] = {}
+        after: dict[int, int] = {}
+        for name in order:
+            source = branches.get(name)
             for seed in seeds:
-                fit_training_set(
-                    name,
-                    ts.to_dict(),
-                    data,
-                    str(tmp / name / f"seed-{seed}"),
-                    {**p["config"], "seed": seed},
-                    p["norm"],
-                    p["labelled"],
-                    p["validation"],
-                    runtime,
+                state = tmp / "_branch" / (source or name) / f"seed-{seed}.pt"
+                if source:
+                    after[len(jobs)] = index[source, seed]
+                index[name, seed] = len(jobs)
+                jobs.append(
+                    dict(
+                        name=name,
+                        train_set=sets[name].to_dict(),
+                        data=data[name],
+                        out_dir=str(tmp / name / f"seed-{seed}"),
+                        config={**p["config"], "seed": seed},
+                        norm=p["norm"],
+                        labelled=p["labelled"],
+                        validation=p["validation"],
+                        runtime=runtime,
+                        branch_to=str(state) if name in sources else None,
+                        branch_from=str(state) if source else None,
+                    )
                 )
+        workers = p["workers"]
+        with shared_cpu(workers):
+            runner = ThreadPoolTaskRunner(max_workers=workers)
+            fit_depth_nets.with_options(task_runner=runner)(jobs, after)
+        shutil.rmtree(tmp / "_branch", ignore_errors=True)
         metrics = evaluate_training_nets(
             {name: [str(tmp / name / f"seed-{seed}") for seed in seeds] for name in sets},
             p["world_test"],

@@ -25,6 +25,7 @@ from dag_core.downstream import (
     save_depth_net,
     train_depth_net,
 )
+from dag_core.interrupt import work_thread
 from dag_core.nyu import open_nyu
 from dag_core.runtime import use_runtime
 from dag_core.shards import read_samples
@@ -65,9 +66,13 @@ def fit_training_set(
     labelled: str | None,
     validation: str | None,
     runtime: dict[str, Any] | None = None,
+    branch_to: str | None = None,
+    branch_from: str | None = None,
 ) -> str:
     """Train one depth net on a training set (``data``: its pairs, re-labelled or not) in its
-    regime, on the runtime device, and save it with a record of what it learnt from."""
+    regime, on the runtime device, and save it with a record of what it learnt from;
+    ``branch_to`` / ``branch_from``: save or start from the branch-step state
+    (:func:`~dag_core.downstream.train_depth_net`)."""
     ts = TrainingSet.from_params(train_set, f"train_sets.{name}")
     cfg = DownstreamConfig.from_params(config, "config")
     depth_norm = DepthNorm.from_dict(norm)
@@ -77,7 +82,7 @@ def fit_training_set(
     def log(message: str) -> None:
         run_logger().info("%s: %s", name, message)
 
-    with rt.autocast(device):
+    with work_thread(), rt.autocast(device):  # work_thread: Ctrl-C stops it in any thread
         model, rows = train_depth_net(
             [data],
             cfg,
@@ -89,6 +94,8 @@ def fit_training_set(
             drop_uncertain=ts.drop_uncertain,
             log=log,
             device=device,
+            branch_to=branch_to,
+            branch_from=branch_from,
         )
     pairs = count_pairs([data], limit, ts.drop_uncertain)
     record = {"name": name, **ts.to_dict(), "pairs": pairs, "kept": chosen_step(rows)}

@@ -330,6 +330,40 @@ def test_finetune_and_mix_regimes_learn_from_the_labelled_pairs(two_labellings) 
         train_depth_net([near], config, NORM, regime="mix", log=lambda _m: None)
 
 
+def test_finetune_from_the_alone_runs_state_is_the_same_run(two_labellings, tmp_path) -> None:
+    """A finetune run started from the alone run's state at the branch step ends with the same
+    weights and rows as one trained from step 0; a state from another run is refused."""
+    near, far, _ = two_labellings
+    config = DownstreamConfig(channels=(8, 16), steps=40, batch_size=8, lr=1e-2, validate_every=6)
+    quiet = {"log": lambda _m: None, "validation": far}
+    state = tmp_path / "branch.pt"
+    _, alone_rows = train_depth_net([near], config, NORM, branch_to=state, **quiet)
+    scratch, scratch_rows = train_depth_net(
+        [near], config, NORM, regime="finetune", labelled=[far], **quiet
+    )
+    log: list[str] = []
+    kw = {**quiet, "log": log.append}
+    forked, forked_rows = train_depth_net(
+        [near], config, NORM, regime="finetune", labelled=[far], branch_from=state, **kw
+    )
+    assert forked_rows == scratch_rows and forked_rows[:30] == alone_rows[:30]
+    assert forked_rows != alone_rows  # the last 10 steps learnt from the labelled pairs
+    for name, value in scratch.state_dict().items():
+        assert torch.equal(forked.state_dict()[name], value), name
+    assert any("steps 1-30 from the alone run's state" in m for m in log)
+    with pytest.raises(DagError, match="from another run"):
+        train_depth_net(
+            [far], config, NORM, regime="finetune", labelled=[far], branch_from=state, **quiet
+        )
+    with pytest.raises(DagError, match="needs the finetune regime"):
+        train_depth_net([near], config, NORM, branch_from=state, **quiet)
+    state.write_bytes(b"not a torch file")
+    with pytest.raises(DagError, match="cannot read the branch state"):
+        train_depth_net(
+            [near], config, NORM, regime="finetune", labelled=[far], branch_from=state, **quiet
+        )
+
+
 def test_validation_keeps_the_best_scoring_weights(two_labellings) -> None:
     from dag_core.downstream import chosen_step, square_pairs
     from dag_core.metrics.depth import DepthMetricAccumulator

@@ -116,6 +116,12 @@ def test_dvc_repro_smoke_profile(tmp_path: Path, api: str, nyu_test50_dir: Path)
     assert kept["training"]["kept"]["step"] in (2, 3)  # validation every 2 of 3 steps
     nets = [project / f"models/downstream/dag/seed-{s}/depth_net.safetensors" for s in (0, 1)]
     assert nets[0].read_bytes() != nets[1].read_bytes()  # two training runs, two seeds
+    out = run.stdout + run.stderr  # finetune nets continue the alone runs of their pairs
+    for name in ("labelled+unguided", "labelled+dag"):
+        assert f"{name}: depth net: steps 1-2 from the alone run's state" in out, name
+    for name in ("labelled+dag@2", "labelled+dag-mix"):  # no alone run of the same pairs
+        assert f"{name}: depth net: steps 1-2" not in out, name
+    assert not (project / "models/downstream/_branch").exists()
     assert (project / "reports/synthesis/samples.png").stat().st_size > 1000
     assert (project / "plots/probe/probes.png").is_file()
     report = (project / "reports/results.md").read_text()  # stage report, from this run's metrics

@@ -13,8 +13,14 @@ Every training set gets the same network, steps, batch size and rules
 One one-cycle learning-rate schedule (AdamW) spans all the steps of a run. With a validation
 set, the net is scored (mean AbsRel over its images) every ``validate_every`` steps and at the
 last, and the best-scoring weights are kept: checkpoint choice on held-out labelled pairs,
-never on the test split, with the same rule for every set. Losses (``config.loss``), both on
-valid pixels only (:meth:`DepthNorm.valid`):
+never on the test split, with the same rule for every set.
+
+A ``finetune`` run is, up to step ``steps − finetune_steps``, exactly the ``alone`` run of the
+same pairs (same seed, batches, flips, schedule and validation steps). An ``alone`` run can save
+its whole training state at that step (``branch_to``) and the ``finetune`` run start from it
+(``branch_from``): the same bytes as training it from step 0, for only its last ``finetune_steps``.
+
+Losses (``config.loss``), both on valid pixels only (:meth:`DepthNorm.valid`):
 
 * ``l1_log`` — L1 between predicted and true depth in the normalised space of
   :class:`DepthNorm` (log-depth for the default ``log`` normalisation);
@@ -25,6 +31,7 @@ valid pixels only (:meth:`DepthNorm.valid`):
 from __future__ import annotations
 
 import copy
+import pickle
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dag_core.atomic import atomic_path
 from dag_core.configs.downstream import DownstreamConfig
 from dag_core.depthnorm import DepthNorm
 from dag_core.downstream.data import pair_stream, square_pairs
@@ -68,8 +76,10 @@ def _batches(
     limit: int | None,
     drop_uncertain: float,
     log: Callable[[str], None],
+    start: int = 0,
 ) -> Iterator[dict[str, Tensor]]:
-    """``config.steps`` batches of the regime, each ``{"image", "depth"}``."""
+    """The regime's batches from step ``start`` (0, or a finetune run's branch step) to
+    ``config.steps``, each ``{"image", "depth"}``."""
     size, seed = config.batch_size, config.seed
     own, n_own = pair_stream(data, config.resolution, seed, limit, drop_uncertain)
     if regime == "alone":
@@ -85,7 +95,7 @@ def _batches(
             f"depth net: {config.steps - tail} steps on {n_own} samples, then {tail} on "
             f"{n_lab} labelled pairs"
         )
-        yield from _take(own(size), config.steps - tail)
+        yield from _take(own(size), config.steps - tail - start)
         yield from _take(lab(size), tail)
         return
     m = config.mix_count
@@ -97,6 +107,38 @@ def _batches(
 def _take(batches: Iterator[Any], n: int) -> Iterator[Any]:
     for _, batch in zip(range(n), batches, strict=False):
         yield batch
+
+
+def branch_step(config: DownstreamConfig) -> int:
+    """The last step a ``finetune`` run shares with the ``alone`` run of the same pairs."""
+    return config.steps - config.finetune_steps
+
+
+def _branch_key(
+    data: Sequence[str | Path],
+    config: DownstreamConfig,
+    limit: int | None,
+    drop_uncertain: float,
+    validation: str | Path | None,
+) -> dict[str, Any]:
+    """What makes two runs identical up to the branch step (stored with the state, compared)."""
+    return {
+        "data": [str(d) for d in data],
+        "config": config.to_dict(),
+        "limit": limit,
+        "drop_uncertain": drop_uncertain,
+        "validation": None if validation is None else str(validation),
+    }
+
+
+def _load_branch(path: str | Path, key: dict[str, Any]) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        raise DagError(f"cannot read the branch state {path}: {exc}") from exc
+    if state.get("key") != key:
+        raise DagError(f"branch state {path} is from another run ({state.get('key')}), not {key}")
+    return state
 
 
 def _score(model: DepthNet, images: Tensor, depth: Tensor, norm: DepthNorm) -> float:
@@ -123,6 +165,8 @@ def train_depth_net(
     drop_uncertain: float = 0.0,
     log: Callable[[str], None] = print,
     device: str | torch.device = "cpu",
+    branch_to: str | Path | None = None,
+    branch_from: str | Path | None = None,
 ) -> tuple[DepthNet, list[dict[str, float]]]:
     """Train a :class:`DepthNet` for exactly ``config.steps`` steps; deterministic in the seed.
 
@@ -138,6 +182,10 @@ def train_depth_net(
             (:class:`~dag_core.shards.ShardDataset`).
         log: Progress messages.
         device: Where to train.
+        branch_to: ``alone`` runs: also save the whole training state after
+            :func:`branch_step` to this file (for a ``finetune`` run of the same pairs).
+        branch_from: ``finetune`` runs: start from that state (DagError unless it was saved
+            by the ``alone`` run of the same data, config, limit, filter and validation set).
 
     Returns:
         The network (eval mode, CPU; the best validation weights when ``validation`` is given)
@@ -145,6 +193,11 @@ def train_depth_net(
         (:func:`chosen_step` names the step whose weights were kept).
     """
     data = _dirs(data, "data")
+    if branch_to is not None and regime != "alone":
+        raise DagError(f"branch_to needs the alone regime, got {regime!r}")
+    if branch_from is not None and regime != "finetune":
+        raise DagError(f"branch_from needs the finetune regime, got {regime!r}")
+    key = _branch_key(data, config, limit, drop_uncertain, validation)
     val = None
     if validation is not None:
         images, depth = square_pairs(validation, config.resolution)
@@ -157,12 +210,22 @@ def train_depth_net(
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=config.steps, pct_start=config.warmup_fraction
     )
-    model.train()
     rows: list[dict[str, float]] = []
     best: tuple[float, dict[str, Tensor] | None] = (float("inf"), None)
+    start = 0
+    if branch_from is not None:
+        state = _load_branch(branch_from, key)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        flips.set_state(state["flips"])
+        rows, best = state["rows"], (state["best_score"], state["best"])
+        start = len(rows)
+        log(f"depth net: steps 1-{start} from the alone run's state ({branch_from})")
+    model.train()
     every = max(1, config.steps // 10)
-    batches = _batches(config, data, regime, labelled, limit, drop_uncertain, log)
-    for step, batch in enumerate(batches, start=1):
+    batches = _batches(config, data, regime, labelled, limit, drop_uncertain, log, start)
+    for step, batch in enumerate(batches, start=start + 1):
         image, depth = batch["image"], batch["depth"]
         flip = torch.rand(image.shape[0], generator=flips) < 0.5
         image = torch.where(flip[:, None, None, None], image.flip(-1), image)
@@ -182,6 +245,19 @@ def train_depth_net(
         if step % every == 0 or step == config.steps:
             extra = f", validation AbsRel {row['val_abs_rel']:.4f}" if "val_abs_rel" in row else ""
             log(f"depth net step {step}/{config.steps}: {config.loss} {row['loss']:.4f}{extra}")
+        if branch_to is not None and step == branch_step(config):
+            state = {
+                "key": key,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "flips": flips.get_state(),
+                "rows": rows,
+                "best_score": best[0],
+                "best": best[1],
+            }
+            with atomic_path(branch_to) as tmp:
+                torch.save(state, tmp)
     if len(rows) != config.steps:
         raise DagError(f"training data ran out after {len(rows)} of {config.steps} steps")
     if best[1] is not None:

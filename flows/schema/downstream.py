@@ -73,6 +73,22 @@ def expanded_sets(p: dict[str, Any]) -> dict[str, TrainingSet]:
     return sets
 
 
+def branch_sources(sets: dict[str, TrainingSet]) -> dict[str, str]:
+    """finetune set → the alone set of the same pairs (data, labels, limit, filter), whose run
+    it shares up to the branch step (:mod:`dag_core.downstream.training`) and continues from."""
+    alone = {
+        (ts.data, ts.labels, ts.limit, ts.drop_uncertain): name
+        for name, ts in reversed(sets.items())  # the first of equal sets wins
+        if ts.regime == "alone"
+    }
+    return {
+        name: alone[key]
+        for name, ts in sets.items()
+        if ts.regime == "finetune"
+        and (key := (ts.data, ts.labels, ts.limit, ts.drop_uncertain)) in alone
+    }
+
+
 class DownstreamParams(StageParams):
     """The params of stage ``downstream``: the downstream depth networks.
 
@@ -96,6 +112,7 @@ class DownstreamParams(StageParams):
     curve: dict[str, list[Any]] | None
     n_boot: NBoot
     runs: PositiveInt
+    workers: PositiveInt
     models_dir: OutDir
     norm: Norm
     config: Annotated[dict[str, Any], Nested(DownstreamConfig)]
