@@ -115,12 +115,19 @@ def describe(unet: UNet2DModel) -> str:
     return "\n".join(rows)
 
 
+class _StopForward(Exception):
+    """Raised by the last requested layer's hook to end a features-only forward."""
+
+
 class FeatureExtractor:
     """Forward hooks that capture the decoder features f_t(k), k ∈ ``blocks``.
 
     ``extractor(x_t, t)`` runs the U-Net once and returns ``(ε_θ(x_t, t), [f_t(k) for k in
     blocks])``. Nothing is detached: run it under ``torch.no_grad()`` to train heads, with grad
-    enabled to guide. Use as a context manager (or call :meth:`close`) to remove the hooks.
+    enabled to guide. :meth:`features` returns the features alone and stops the forward at the
+    last requested layer (training and evaluating heads need no ε; at S = {2,4,5,6,7} that skips
+    the decoder's 8²–32² layers). Use as a context manager (or call :meth:`close`) to remove the
+    hooks.
     """
 
     def __init__(self, unet: UNet2DModel, blocks: Sequence[int]) -> None:
@@ -131,6 +138,8 @@ class FeatureExtractor:
         check_blocks(layers, self.blocks)
         self.unet = unet
         self._store: dict[int, Tensor] = {}
+        self._last = max(self.blocks)
+        self._stop = False
         modules = dict(unet.named_modules())
         self._handles = [
             modules[layers[k].module_name].register_forward_hook(self._hook(k))
@@ -140,6 +149,8 @@ class FeatureExtractor:
     def _hook(self, k: int) -> Any:
         def hook(_module: nn.Module, _inputs: Any, output: Tensor) -> None:
             self._store[k] = output
+            if self._stop and k == self._last:
+                raise _StopForward
 
         return hook
 
@@ -151,6 +162,24 @@ class FeatureExtractor:
         try:
             eps = self.unet(x_t, t).sample
             return eps, [self._store[k] for k in self.blocks]
+        finally:
+            self._store.clear()
+
+    def features(self, x_t: Tensor, t: Tensor | int) -> list[Tensor]:
+        """The decoder features in the order of ``blocks``, from a U-Net forward that stops after
+        the last of them (the same tensors as :meth:`__call__`'s, without computing ε)."""
+        if not self._handles:
+            raise DagError("feature extractor is closed")
+        self._store.clear()
+        self._stop = True
+        try:
+            self.unet(x_t, t)
+        except _StopForward:
+            pass
+        finally:
+            self._stop = False
+        try:
+            return [self._store[k] for k in self.blocks]
         finally:
             self._store.clear()
 

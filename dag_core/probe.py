@@ -88,7 +88,7 @@ def _evaluate(
             x0 = images[start : start + batch_size].to(device=device, dtype=unet.dtype)
             gt = depths[start : start + batch_size].to(device=device, dtype=torch.float32)
             t_batch = torch.full((x0.shape[0],), t, dtype=torch.long, device=device)
-            _, features = extractor(noise_images(scheduler, x0, t_batch, generator), t_batch)
+            features = extractor.features(noise_images(scheduler, x0, t_batch, generator), t_batch)
             outputs = predict(dict(zip(blocks, features, strict=True)), t_batch)
             for name, pred in outputs.items():
                 accumulator = accumulators.setdefault(

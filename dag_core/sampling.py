@@ -92,7 +92,7 @@ def final_label(
     :func:`dag_core.uncertainty.label_uncertainty` of the same evaluation of the heads."""
     t = torch.zeros(x_0.shape[0], dtype=torch.long, device=x_0.device)
     with FeatureExtractor(unet, heads.blocks) as extractor:
-        _, features = extractor(x_0, t)
+        features = extractor.features(x_0, t)
     out = heads.predict(features, t)
     return heads.norm.denormalize(out.strong), label_uncertainty(out.strong, out.weak, out.members)
 

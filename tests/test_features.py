@@ -111,6 +111,31 @@ def test_extractor_eps_is_plain_forward_and_hooks_are_removed(unet) -> None:
         extractor(x, t)
 
 
+def test_features_only_forward_stops_after_the_last_requested_layer(unet) -> None:
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    t = torch.tensor([5, 400])
+    ran: list[str] = []
+    modules = dict(unet.named_modules())
+    watch = [
+        modules[name].register_forward_hook(lambda *_a, name=name: ran.append(name))
+        for name in ("up_blocks.2.resnets.1", "up_blocks.2.upsamplers.0", "conv_out")
+    ]
+    try:
+        with torch.no_grad(), FeatureExtractor(unet, [7, 2, 5]) as extractor:
+            _, full = extractor(x, t)
+            ran.clear()
+            early = extractor.features(x, t)
+            assert ran == ["up_blocks.2.resnets.1"]  # layer 7 ran, nothing after it
+            eps, again = extractor(x, t)  # a full forward still runs to the end
+    finally:
+        for handle in watch:
+            handle.remove()
+    assert [f.shape for f in early] == [f.shape for f in full]
+    assert all(torch.equal(a, b) for a, b in zip(early, full, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(again, full, strict=True))
+    assert eps.shape == x.shape and "conv_out" in ran
+
+
 def test_out_of_range_block(unet) -> None:
     with pytest.raises(DagError, match=r"decoder layer 18 out of range 0\.\.17"):
         FeatureExtractor(unet, [2, 18])

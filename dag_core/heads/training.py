@@ -134,7 +134,7 @@ def fit_pixel_heads(
                     t = torch.full((b,), timestep, dtype=torch.long)
                 t = t.to(device)
                 with torch.no_grad():
-                    _, features = extractor(noise_images(scheduler, images, t, generator), t)
+                    features = extractor.features(noise_images(scheduler, images, t, generator), t)
                 by_block = dict(zip(blocks, features, strict=True))
                 pixels, mask = _sample_valid_pixels(depth, config.pixels_per_image, generator)
                 labels = depth.flatten(1).gather(1, pixels)
