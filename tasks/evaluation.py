@@ -19,6 +19,7 @@ from dag_core.downstream import (
 )
 from dag_core.metrics.comparison import compare_variants, load_scorer, read_floor
 from dag_core.metrics.fid import resolve_extractor
+from dag_core.metrics.scorer import REAL_FEATURES_FILE
 from dag_core.nyu import open_nyu
 from dag_core.runtime import use_runtime
 from dag_core.shards import Sample, read_arrays, read_samples, write_dataset
@@ -79,6 +80,23 @@ def fit_depth_net(
 
 
 @stage_task
+def write_real_features(
+    real: str,
+    estimator: str,
+    extractor: str,
+    batch_size: int,
+    runtime: dict[str, Any] | None = None,
+) -> str:
+    """Compute the real set's Inception features (images, and ``estimator``'s depth) and store
+    them in the estimator's folder (:meth:`~dag_core.metrics.scorer.Scorer.save_real`)."""
+    _, device = use_runtime(runtime)
+    score = load_scorer(real, estimator, extractor, batch_size, n_boot=10, device=device)
+    path = score.save_real(Path(estimator) / REAL_FEATURES_FILE)
+    run_logger().info("features of %s (%d images) stored in %s", real, score.n_real, path)
+    return str(path)
+
+
+@stage_task
 def compute_dfid(
     synthetic: str,
     variants: list[str],
@@ -108,6 +126,7 @@ def compute_dfid(
     n_max = max(len(rgb) for rgb, _ in images.values())
     floor_pairs = read_floor(floor, n_max, "dfid") if floor else None
     score = load_scorer(real, estimator, extractor, batch_size, n_boot, device)
+    logger.info("real set %s: features %s", real, score.real_source)
     sets = {v: score.features(*pairs) for v, pairs in images.items()}
     results = compare_variants(
         score,

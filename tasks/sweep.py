@@ -61,6 +61,7 @@ def guidance_sweep(
     rt, device = use_runtime(runtime)
     loaded = cached_models(models["base_model"], models["heads"], models["prior"], rt)
     score = load_scorer(**evaluation, device=device)
+    run_logger().info("real set %s: features %s", evaluation["real"], score.real_source)
 
     with tempfile.TemporaryDirectory() as tmp:
 

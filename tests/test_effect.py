@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from dag_core.errors import DagError
 from dag_core.metrics.effect import (
@@ -158,3 +159,33 @@ def test_scorer_counts_nonfinite_labels_instead_of_failing(tmp_path) -> None:
     gaps = scorer.gap(broken, clean)
     assert set(gaps) >= {"dfid_gap", "dfid_gap_ci_lo", "fid_gap_rel", "fid_gap_rel_ci_hi"}
     assert gaps["fid_gap"] == 0.0  # same images: no gap
+
+
+def test_real_features_are_stored_once_and_read_only_for_the_same_inputs(tmp_path) -> None:
+    """The reference stage's stored real-set features are read back by a Scorer on the same
+    images, estimator, extractor, batch size and device; anything else recomputes them."""
+    from dag_core.depthnorm import DepthNorm
+    from dag_core.downstream import DepthNet, DownstreamConfig, save_depth_net
+    from dag_core.metrics.scorer import REAL_FEATURES_FILE, Scorer
+
+    config = DownstreamConfig(resolution=32, channels=(8, 16))
+    est = tmp_path / "est"
+    save_depth_net(DepthNet(config.channels), config, DepthNorm(), est)
+    real = np.random.default_rng(1).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
+    first = Scorer(real, est, n_boot=20, batch_size=5)
+    assert not first.real_stored and first.real_source == "computed"
+    first.save_real(est / REAL_FEATURES_FILE)
+    again = Scorer(real, est, n_boot=20, batch_size=5)
+    assert again.real_stored and again.real_source == "read from the estimator's folder"
+    assert np.array_equal(again.real_images.features, first.real_images.features)
+    assert np.array_equal(again.real_depth.features, first.real_depth.features)
+    other = real.copy()
+    other[0, 0, 0, 0] ^= 1  # one pixel of one image differs
+    assert not Scorer(other, est, n_boot=20, batch_size=5).real_stored
+    assert not Scorer(real, est, n_boot=20, batch_size=2).real_stored
+    torch.manual_seed(5)
+    save_depth_net(DepthNet(config.channels), config, DepthNorm(), est)  # other weights
+    assert not Scorer(real, est, n_boot=20, batch_size=5).real_stored
+    (est / REAL_FEATURES_FILE).write_bytes(b"damaged")
+    with pytest.raises(DagError, match="damaged real-set features"):
+        Scorer(real, est, n_boot=20, batch_size=5)

@@ -48,6 +48,7 @@ class FakeScorer:
     """Stands for a Scorer: every number is a fixed function of the sets' tags."""
 
     n_real = 12
+    real_source = "computed"
 
     def __init__(self, n_boot: int = 20) -> None:
         self.n_boot = n_boot

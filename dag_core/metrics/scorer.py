@@ -8,10 +8,18 @@ set into its features plus the per-sample image–label consistency (the sample'
 label vs the estimator's depth on its image), and :meth:`Scorer.summary` reports each number with
 a bootstrap CI and, against a reference variant with the same seeds (``unguided``), the paired
 difference with its CI and a verdict (:mod:`dag_core.metrics.effect`).
+
+Like FID's precomputed reference statistics, the real set's features can be stored once
+(:meth:`Scorer.save_real`, by the reference stage, as ``real_features.npz`` in the estimator's
+folder) and are then read instead of recomputed by every stage that scores against that set. The
+file is used only when its key matches: a hash of the real images, the estimator's weights, the
+extractor, its batch size and the device type (:func:`real_key`); otherwise the features are
+computed as before.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dag_core.downstream import load_depth_net, predict_depth
+from dag_core.atomic import atomic_path
+from dag_core.downstream import WEIGHTS_FILE, load_depth_net, predict_depth
 from dag_core.errors import DagError
 from dag_core.metrics.effect import (
     RealFeatures,
@@ -34,6 +43,34 @@ from dag_core.metrics.effect import (
 from dag_core.metrics.fid import depth_to_rgb8, inception_features
 
 ESTIMATOR_CHUNK = 64
+#: the real set's features, stored in the estimator's folder (:meth:`Scorer.save_real`)
+REAL_FEATURES_FILE = "real_features.npz"
+
+
+def real_key(
+    real_rgb: np.ndarray, estimator: str | Path, extractor: str, batch_size: int, device: str
+) -> str:
+    """What the real set's features depend on, hashed: images, estimator weights, extractor,
+    batch size and device type."""
+    h = hashlib.sha256()
+    h.update(repr((np.shape(real_rgb), str(np.asarray(real_rgb).dtype))).encode())
+    h.update(np.ascontiguousarray(real_rgb).tobytes())
+    h.update((Path(estimator) / WEIGHTS_FILE).read_bytes())
+    h.update(f"{extractor}|{batch_size}|{torch.device(device).type}".encode())
+    return h.hexdigest()
+
+
+def _stored_real(path: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(image, depth) features from ``path`` when it holds them for ``key``; else None."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as stored:
+            if str(stored["key"]) != key:
+                return None
+            return stored["images"], stored["depth"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise DagError(f"damaged real-set features {path}: {exc}; delete it to recompute") from exc
 
 
 @dataclass
@@ -78,8 +115,34 @@ class Scorer:
         }
         self.n_boot, self.seed = n_boot, seed
         self.n_real = len(real_rgb)
-        self.real_images = RealFeatures(inception_features(real_rgb, **self.kw))
-        self.real_depth = RealFeatures(self._depth_features(self.estimate(real_rgb)))
+        self.key = real_key(real_rgb, estimator, extractor, batch_size, str(self.device))
+        stored = _stored_real(Path(estimator) / REAL_FEATURES_FILE, self.key)
+        #: whether the real features were read from the estimator's folder
+        self.real_stored = stored is not None
+        if stored is None:
+            stored = (
+                inception_features(real_rgb, **self.kw),
+                self._depth_features(self.estimate(real_rgb)),
+            )
+        self.real_images, self.real_depth = RealFeatures(stored[0]), RealFeatures(stored[1])
+
+    @property
+    def real_source(self) -> str:
+        """Where the real features came from, for a log line."""
+        return "read from the estimator's folder" if self.real_stored else "computed"
+
+    def save_real(self, path: str | Path) -> Path:
+        """Store the real set's features with their :func:`real_key` (atomically); returns
+        ``path``. A Scorer built later on the same real set, estimator folder, extractor, batch
+        size and device type reads them from ``{estimator}/`` :data:`REAL_FEATURES_FILE`."""
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                key=np.array(self.key),
+                images=self.real_images.features,
+                depth=self.real_depth.features,
+            )
+        return Path(path)
 
     def estimate(self, rgb: np.ndarray) -> np.ndarray:
         """The reference estimator's depth (N, H, W) in metres for uint8 images (N, H, W, 3)."""

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from dag_core.configs.downstream import DownstreamConfig
 from flows.schema.base import (
+    Extractor,
     Nested,
     NonNegativeInt,
     Norm,
@@ -33,3 +34,5 @@ class ReferenceParams(StageParams):
     out_dir: OutDir
     norm: Norm
     config: Annotated[dict[str, Any], Nested(DownstreamConfig)]
+    extractor: Extractor
+    fid_batch_size: PositiveInt
