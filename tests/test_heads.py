@@ -147,12 +147,36 @@ def test_training_is_deterministic_in_seed(unet, scheduler) -> None:
         assert torch.equal(a, b)
 
 
-def test_training_from_an_iterable_with_holes(unet, scheduler) -> None:
+def test_every_pixel_mode_learns(unet, scheduler) -> None:
+    """pixels_per_image=None regresses every pixel once per step (no random draws)."""
+    images, depths = synthetic(32, seed=0)
+    config = replace(TEST_CONFIG, pixels_per_image=None)
+    _, rows = train_heads(
+        unet, scheduler, random_batches(images, depths, 4), config, DepthNorm(), log=lambda _: None
+    )
+    first = sum(r["loss_s"] for r in rows[:5]) / 5
+    last = sum(r["loss_s"] for r in rows[-5:]) / 5
+    assert last < 0.6 * first
+    _, sampled = train_heads(
+        unet, scheduler, random_batches(images, depths, 4), TEST_CONFIG, DepthNorm(), log=str
+    )
+    assert rows[0]["loss_s"] != sampled[0]["loss_s"]  # another pixel set from step 0
+
+
+@pytest.mark.parametrize("pixels", [2048, None])
+def test_training_from_an_iterable_with_holes(unet, scheduler, pixels: int | None) -> None:
     images, depths = synthetic(4, seed=2)
     depths[:, :, :16] = 0.0  # NYU-style holes
     depths[1] = float("nan")  # an image without any label
     batches = [(images[:2], depths[:2]), (images[2:], depths[2:])]
-    config = HeadConfig(strong_blocks=(15,), weak_blocks=(17,), hidden=(8,), steps=5, batch_size=2)
+    config = HeadConfig(
+        strong_blocks=(15,),
+        weak_blocks=(17,),
+        hidden=(8,),
+        steps=5,
+        batch_size=2,
+        pixels_per_image=pixels,
+    )
     messages: list[str] = []
     heads, rows = train_heads(unet, scheduler, batches, config, DepthNorm(), log=messages.append)
     assert len(rows) == 5 and messages

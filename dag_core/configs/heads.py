@@ -30,7 +30,9 @@ class HeadConfig(Checked):
         time_dim: Size of the timestep embedding (even).
         steps: Optimisation steps.
         batch_size: Images per step.
-        pixels_per_image: Valid pixels regressed per image and step (bounds memory).
+        pixels_per_image: Valid pixels regressed per image and step, drawn at random (bounds
+            memory: bedroom-256 draws 8192 of 65536); None: every pixel of the depth map, once
+            (maps of a few thousand pixels, where random draws would repeat pixels).
         lr: Adam learning rate.
         t_max: t is drawn uniformly from [0, t_max) (None: [0, T)); guidance should stay in
             the window the heads were trained on.
@@ -50,7 +52,7 @@ class HeadConfig(Checked):
     time_dim: Annotated[int, Field(ge=2, multiple_of=2)] = 64
     steps: PositiveInt = 2000
     batch_size: PositiveInt = 6
-    pixels_per_image: PositiveInt = 2048
+    pixels_per_image: PositiveInt | None = None
     lr: PositiveFloat = 1e-3
     t_max: PositiveInt | None = 600
     seed: Annotated[int, Field(ge=0)] = 0

@@ -84,6 +84,13 @@ def _sample_valid_pixels(
     return pixels, valid.gather(1, pixels)
 
 
+def _every_pixel(depth: Tensor) -> tuple[Tensor, Tensor]:
+    """Every flat pixel index of each image, and the mask of the valid ones."""
+    valid = DepthNorm.valid(depth).flatten(1)
+    pixels = torch.arange(valid.shape[1], device=depth.device).expand(valid.shape[0], -1)
+    return pixels, valid
+
+
 def fit_pixel_heads(
     unet: UNet2DModel,
     scheduler: Any,
@@ -100,8 +107,8 @@ def fit_pixel_heads(
     ``heads`` maps a name to (decoder layers it reads, head). Each step draws t ~ U[0, t_max or T)
     (or uses ``timestep``), noises the batch with ``scheduler.add_noise``, extracts features under
     ``no_grad``, and minimises the masked L1 error in normalised depth at ``pixels_per_image``
-    valid pixels per image; Adam with cosine learning-rate decay over ``config.steps``. Returns
-    one row {"step", "loss_<name>", ...} per step.
+    valid pixels per image (None: at every valid pixel); Adam with cosine learning-rate decay
+    over ``config.steps``. Returns one row {"step", "loss_<name>", ...} per step.
     """
     num_t = int(scheduler.config.num_train_timesteps)
     t_high = min(config.t_max or num_t, num_t)
@@ -136,7 +143,10 @@ def fit_pixel_heads(
                 with torch.no_grad():
                     features = extractor.features(noise_images(scheduler, images, t, generator), t)
                 by_block = dict(zip(blocks, features, strict=True))
-                pixels, mask = _sample_valid_pixels(depth, config.pixels_per_image, generator)
+                if config.pixels_per_image is None:
+                    pixels, mask = _every_pixel(depth)
+                else:
+                    pixels, mask = _sample_valid_pixels(depth, config.pixels_per_image, generator)
                 labels = depth.flatten(1).gather(1, pixels)
                 target = norm.normalize(torch.where(mask, labels, norm.max_depth))
                 weight = mask.float()
