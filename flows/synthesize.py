@@ -32,7 +32,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from dag_core.atomic import write_text_atomic
@@ -40,7 +40,7 @@ from dag_core.errors import DagError, RunInterrupted
 from dag_core.interrupt import reporting_progress, stop_work
 from dag_core.runtime import RuntimeConfig
 from dag_core.shards import completed_shards
-from dag_core.synthesis import SynthesisSpec, check_spec_fits, spec_matches
+from dag_core.synthesis import SPEC_NAME, SynthesisSpec, check_spec_fits, spec_matches
 from flows._cli import check_runtime
 from flows._params import stage_defaults
 from flows.schema.base import validate
@@ -225,6 +225,16 @@ def synthesize(
     with reporting_progress(lambda: shards_written(root, spec)):
         for variant in settings:
             _render_variant(p, spec, spec_path, variant, runner, runtime)
+    others = sorted(
+        d.name for d in root.iterdir() if d.name not in settings and (d / SPEC_NAME).exists()
+    )
+    if others:  # never deleted here: they may be a user's; in a DVC output they change its hash
+        get_run_logger().warning(
+            "%s also holds variant folders this run did not write: %s (remove them to keep the "
+            "dataset to this run's variants)",
+            out_dir,
+            ", ".join(others),
+        )
     if metrics_file or report_dir:
         write_synthesis_report(
             out_dir,

@@ -147,6 +147,12 @@ def test_bad_scale_is_one_line_error_and_keeps_shards(
     errors = [ln for ln in log.decode().splitlines() if ln.startswith("error: ")]
     assert proc.returncode == 2 and len(errors) == 1 and "no-heads" in errors[0]
     assert _digest(out / "unguided") == before
+    only_dag = _params(tmp_path, models, out, num_samples=2, variants={"dag": {}})
+    proc = _run(only_dag, env)
+    log, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, log.decode()[-3000:]
+    assert "also holds variant folders this run did not write: unguided" in log.decode()
+    assert _digest(out / "unguided") == before  # named, never deleted
 
 
 def test_deployment_run_against_local_server(
