@@ -67,6 +67,20 @@ def stop_work() -> int:
     return count
 
 
+@contextmanager
+def stop_work_on_interrupt() -> Iterator[None]:
+    """Around the main thread's wait for work fanned out to other threads: a KeyboardInterrupt or
+    termination signal (not an ordinary exception) ending the block calls :func:`stop_work`, so
+    that work stops too and queued work refuses to start, then propagates."""
+    try:
+        yield
+    except Exception:
+        raise
+    except BaseException:  # KeyboardInterrupt, Prefect's TerminationSignal
+        stop_work()
+        raise
+
+
 def stopping() -> bool:
     """Whether :func:`stop_work` was called (and :func:`resume_work` not since)."""
     return _STOPPING.is_set()

@@ -35,7 +35,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from dag_core.atomic import replace_dir
 from dag_core.configs.downstream import DownstreamConfig
-from dag_core.interrupt import stop_work
+from dag_core.interrupt import stop_work_on_interrupt
 from dag_core.runtime import shared_cpu
 from flows._cli import check_runtime
 from flows._params import stage_defaults
@@ -54,16 +54,11 @@ def fit_depth_nets(jobs: list[dict[str, Any]], after: dict[int, int]) -> list[st
     Ctrl-C / SIGTERM stop the nets training in other threads as well (:func:`dag_core.interrupt.
     stop_work`), so the run stops at once."""
     futures: list[Any] = []
-    try:
+    with stop_work_on_interrupt():
         for i, job in enumerate(jobs):
             wait = [futures[after[i]]] if i in after else None
             futures.append(fit_training_set.submit(**job, wait_for=wait))
         return [f.result() for f in futures]
-    except Exception:
-        raise
-    except BaseException:  # KeyboardInterrupt, Prefect's TerminationSignal
-        stop_work()
-        raise
 
 
 @flow(name="downstream", persist_result=False)

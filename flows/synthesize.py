@@ -37,7 +37,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from dag_core.atomic import write_text_atomic
 from dag_core.errors import DagError, RunInterrupted
-from dag_core.interrupt import reporting_progress, stop_work
+from dag_core.interrupt import reporting_progress, stop_work_on_interrupt
 from dag_core.runtime import RuntimeConfig
 from dag_core.shards import completed_shards
 from dag_core.synthesis import SPEC_NAME, SynthesisSpec, check_spec_fits, spec_matches
@@ -106,14 +106,9 @@ def render_shards(jobs: list[dict[str, Any]]) -> list[str]:
     Ctrl-C / SIGTERM arrive in this (the main) thread: the shards rendering on the thread-pool
     runner are stopped too, and queued ones refuse to start (:func:`dag_core.interrupt.
     stop_work`), so the runner's shutdown does not wait for them."""
-    try:
+    with stop_work_on_interrupt():
         futures = [render_shard_task.submit(**job) for job in jobs]
         return [f.result() for f in futures]
-    except Exception:
-        raise
-    except BaseException:  # KeyboardInterrupt, Prefect's TerminationSignal
-        stop_work()
-        raise
 
 
 def shards_written(root: Path, spec: SynthesisSpec) -> str:
