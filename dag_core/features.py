@@ -156,31 +156,31 @@ class FeatureExtractor:
 
     def __call__(self, x_t: Tensor, t: Tensor | int) -> tuple[Tensor, list[Tensor]]:
         """One U-Net forward: (ε prediction, decoder features in the order of ``blocks``)."""
-        if not self._handles:
-            raise DagError("feature extractor is closed")
-        self._store.clear()
-        try:
-            eps = self.unet(x_t, t).sample
-            return eps, [self._store[k] for k in self.blocks]
-        finally:
-            self._store.clear()
+        eps, features = self._forward(x_t, t, stop=False)
+        assert eps is not None  # a full forward always reaches the output
+        return eps, features
 
     def features(self, x_t: Tensor, t: Tensor | int) -> list[Tensor]:
         """The decoder features in the order of ``blocks``, from a U-Net forward that stops after
         the last of them (the same tensors as :meth:`__call__`'s, without computing ε)."""
+        return self._forward(x_t, t, stop=True)[1]
+
+    def _forward(
+        self, x_t: Tensor, t: Tensor | int, *, stop: bool
+    ) -> tuple[Tensor | None, list[Tensor]]:
+        """(ε, or None when ``stop`` ended the forward at the last requested layer; features)."""
         if not self._handles:
             raise DagError("feature extractor is closed")
         self._store.clear()
-        self._stop = True
+        self._stop = stop
         try:
-            self.unet(x_t, t)
-        except _StopForward:
-            pass
+            try:
+                eps: Tensor | None = self.unet(x_t, t).sample
+            except _StopForward:
+                eps = None
+            return eps, [self._store[k] for k in self.blocks]
         finally:
             self._stop = False
-        try:
-            return [self._store[k] for k in self.blocks]
-        finally:
             self._store.clear()
 
     def close(self) -> None:
