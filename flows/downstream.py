@@ -14,9 +14,9 @@ CI covers training noise as well as the test images. A ``finetune`` set whose pa
 on ``alone`` continues that run from its state at the branch step (the same bytes as training it
 from step 0; :mod:`dag_core.downstream.training`). Nets are saved in
 ``{models_dir}/{set}/seed-{seed}``, ``workers`` of them training at once (threads that share the
-CPU's torch threads: the same nets as one at a time on that many threads each); the folder is
-replaced only when every net has trained. Every parameter defaults to params.yaml's
-``downstream`` group.
+CPU's torch threads; no training thread uses torch's global RNG, so each net is the one it would
+be trained alone on that many threads); the folder is replaced only when every net has trained.
+Every parameter defaults to params.yaml's ``downstream`` group.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +26,10 @@ from dag_core.downstream import (
     save_depth_net,
     train_depth_net,
 )
+from dag_core.downstream.model import seeded_depth_net
 from dag_core.errors import DagError
 from dag_core.nyu import read_densedepth
+from dag_core.runtime import shared_cpu
 from dag_core.shards import Sample, write_dataset
 
 NORM = DepthNorm(min_depth=0.25, max_depth=10.0)
@@ -123,6 +127,49 @@ def test_training_is_deterministic_in_seed(trained, dataset_dir) -> None:
     other = DownstreamConfig(**{**CONFIG.to_dict(), "seed": 4, "steps": 20})
     _, rows_other = train_depth_net([dataset_dir], other, NORM, log=lambda _msg: None)
     assert [r["loss"] for r in rows_other] != [r["loss"] for r in rows[:3]]
+
+
+def test_seeded_depth_net_is_torchs_default_init_without_the_global_rng() -> None:
+    torch.manual_seed(11)
+    expected = DepthNet((8, 16, 32))
+    before = torch.get_rng_state()
+    got = seeded_depth_net((8, 16, 32), 11)
+    assert torch.equal(torch.get_rng_state(), before)
+    for name, value in expected.state_dict().items():
+        assert torch.equal(got.state_dict()[name], value), name
+    assert not torch.equal(got.out.weight, seeded_depth_net((8, 16, 32), 12).out.weight)
+
+
+def test_nets_trained_in_parallel_threads_equal_nets_trained_one_at_a_time(dataset_dir) -> None:
+    """The downstream stage trains ``workers`` nets in threads at once: each must come out as it
+    would alone, even with another thread re-seeding and drawing from torch's global RNG all the
+    while (the model init and the loader used to draw from it, so parallel nets raced)."""
+    configs = [DownstreamConfig(**{**CONFIG.to_dict(), "steps": 30, "seed": s}) for s in (5, 6)]
+
+    def train(config: DownstreamConfig) -> tuple[DepthNet, list[dict]]:
+        return train_depth_net([dataset_dir], config, NORM, log=lambda _m: None)
+
+    with shared_cpu(2):
+        alone = [train(c) for c in configs]
+        stop = threading.Event()
+
+        def neighbour() -> None:
+            while not stop.is_set():
+                torch.manual_seed(0)
+                torch.rand(64)
+
+        noise = threading.Thread(target=neighbour, daemon=True)
+        noise.start()
+        try:
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                together = list(pool.map(train, configs))
+        finally:
+            stop.set()
+            noise.join()
+    for (model, rows), (model_t, rows_t) in zip(alone, together, strict=True):
+        assert rows_t == rows
+        for name, value in model.state_dict().items():
+            assert torch.equal(model_t.state_dict()[name], value), name
 
 
 @pytest.mark.parametrize("steps", [3, 10, 19])

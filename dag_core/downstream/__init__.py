@@ -26,7 +26,8 @@ Each sample is resized so its short side is ``config.resolution`` and centre-cro
 ``resolution × resolution`` square (depth resized with a validity mask, so holes stay holes); the
 stream is shuffled with a seeded buffer, re-shuffled every pass, flipped horizontally at random and
 cycled until ``config.steps`` full batches have been drawn. Training is deterministic in
-``config.seed`` (single-process loading, seeded generators).
+``config.seed`` (single-process loading, private seeded generators for the init, loader and
+flips: the global RNG is never used, so nets trained in parallel threads do not disturb each other).
 
 Losses (``config.loss``), both on valid pixels only (:meth:`DepthNorm.valid`):
 

@@ -127,7 +127,12 @@ def pair_stream(
 
     def batches(batch_size: int) -> Iterator[dict[str, Tensor]]:
         stream = ShuffledCycle(chained, seed, SHUFFLE_BUFFER)
-        return iter(torch.utils.data.DataLoader(stream, batch_size=batch_size, num_workers=0))
+        # its own generator: the loader's seed draw leaves the global RNG to other threads
+        generator = torch.Generator().manual_seed(seed)
+        loader = torch.utils.data.DataLoader(
+            stream, batch_size=batch_size, num_workers=0, generator=generator
+        )
+        return iter(loader)
 
     return batches, n
 

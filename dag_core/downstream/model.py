@@ -73,3 +73,28 @@ class DepthNet(nn.Module):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = block(torch.cat([x, skip], dim=1))
         return self.out(x)[..., :h, :w]
+
+
+def seeded_depth_net(channels: Sequence[int], seed: int) -> DepthNet:
+    """A :class:`DepthNet` (CPU) initialised from a private generator seeded ``seed``.
+
+    The weights equal torch's default initialisation after ``torch.manual_seed(seed)`` (the
+    same draws in the same order), but the global RNG is neither read nor changed, so nets built
+    in parallel threads get the same weights as one at a time.
+    """
+    with torch.device("meta"):
+        model = DepthNet(channels)
+    model.to_empty(device="cpu")
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):  # nn.Conv2d.reset_parameters with a generator
+            nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=generator)
+            if module.bias is not None:
+                fan_in, _ = nn.init._calculate_fan_in_and_fan_out(module.weight)
+                bound = 1.0 / math.sqrt(fan_in)
+                nn.init.uniform_(module.bias, -bound, bound, generator=generator)
+        elif isinstance(module, nn.GroupNorm):
+            module.reset_parameters()
+        elif any(True for _ in module.parameters(recurse=False)):
+            raise DagError(f"seeded_depth_net cannot initialise {type(module).__name__}")
+    return model

@@ -43,7 +43,7 @@ from dag_core.atomic import atomic_path
 from dag_core.configs.downstream import DownstreamConfig
 from dag_core.depthnorm import DepthNorm
 from dag_core.downstream.data import pair_stream, square_pairs
-from dag_core.downstream.model import DepthNet
+from dag_core.downstream.model import DepthNet, seeded_depth_net
 from dag_core.errors import DagError
 from dag_core.metrics.depth import DepthMetricAccumulator
 
@@ -202,9 +202,7 @@ def train_depth_net(
     if validation is not None:
         images, depth = square_pairs(validation, config.resolution)
         val = (images.to(device), depth.to(device))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = DepthNet(config.channels).to(device)
+    model = seeded_depth_net(config.channels, config.seed).to(device)
     flips = torch.Generator().manual_seed(config.seed + 1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
