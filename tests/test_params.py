@@ -127,6 +127,25 @@ def test_prefect_deployments_differ_from_params_yaml_only_on_purpose() -> None:
         assert checked["report_dir"] == f"{out}/_report"
 
 
+@pytest.mark.parametrize("name", ["downstream.yaml", "downstream-diagnostic.yaml"])
+def test_downstream_profiles_are_params_yaml_but_synthesis_size_and_downstream(name: str) -> None:
+    """The 2,000-pair profiles say "every group but synthesize and downstream equals params.yaml"
+    (so their ``dvc repro downstream`` reruns only those two stages on the default's heads and
+    prior): they drifted once, when params.yaml's heads and sweep changed and the profiles did not.
+    """
+    profile = yaml.safe_load((ROOT / "profiles" / name).read_text())
+    assert sorted(k for k in PARAMS.keys() | profile.keys() if PARAMS.get(k) != profile.get(k)) == [
+        "downstream",
+        "synthesize",
+    ]
+    assert changed(profile["synthesize"], PARAMS["synthesize"]) == {
+        "out_dir": "data/synthetic-2k",
+        "num_samples": 2000,
+        "metrics_file": "metrics/synthesis-2k.json",
+        "report_dir": "reports/synthesis-2k",
+    }
+
+
 def test_runs_into_another_out_dir_keep_metrics_and_report_beside_their_data() -> None:
     d = PARAMS["synthesize"]
     same = validate_stage("synthesize", {**d, "out_dir": "./data/synthetic/"}, files=False)
