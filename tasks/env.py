@@ -2,14 +2,17 @@
 
 Imported first by :mod:`tasks` (so a worker that imports only the tasks gets them too) and safe to
 import again: every value is a default (:meth:`os.environ.setdefault`), so a caller's own choice
-wins. Points Prefect at the project's ignored ``.prefect/`` folder, turns analytics off, and makes
-idle OpenMP threads sleep instead of spin.
+wins. Points Prefect at the project's ignored ``.prefect/`` folder, turns analytics off, makes
+idle OpenMP threads sleep instead of spin, and (importing :mod:`dag_core`) makes MKL's results
+reproducible from run to run.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import dag_core  # noqa: F401  (MKL_CBWR, before torch loads MKL)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

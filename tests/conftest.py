@@ -16,6 +16,8 @@ import pytest
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # Idle OpenMP threads sleep instead of spinning (the tests run servers and workers beside torch).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# MKL's conditional numerical reproducibility (dag_core sets MKL_CBWR), before any test loads torch.
+import dag_core  # noqa: F401
 
 # A suite started as a background job of a non-interactive shell (`.ci/run &`) inherits SIGINT
 # ignored; Python then keeps SIG_IGN, every command the tests start inherits it, and
