@@ -125,19 +125,21 @@ def test_stage_cli_cuda_without_gpu_one_error_line(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("given", "want"), [(None, "AUTO"), ("AVX2", "AVX2")])
 def test_mkl_reproducibility_is_set_before_torch_loads(given: str | None, want: str) -> None:
-    """``import flows`` (every ``python -m flows.<stage>`` and Prefect worker run) and ``import
-    dag_core`` set ``MKL_CBWR=AUTO`` before torch is loaded (MKL reads it only then: without it a
-    resumed synthesis gave other bytes on an AVX-512 CPU); a value the caller set wins."""
+    """``import flows`` (every ``python -m flows.<stage>`` and Prefect worker run), ``import
+    tasks`` and ``import dag_core`` set ``MKL_CBWR=AUTO`` before torch is loaded (MKL reads it only
+    then: without it a resumed synthesis gave other bytes on an AVX-512 CPU); a value the caller
+    set wins. ``import flows`` still loads neither torch nor Prefect (params are checked first)."""
     env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
     if given:
         env["MKL_CBWR"] = given
-    for package in ("flows", "tasks", "dag_core"):
-        code = f"import os, sys, {package}; print('torch' in sys.modules, os.environ['MKL_CBWR'])"
+    for package, prefect in (("flows", False), ("tasks", True), ("dag_core", False)):
+        loaded = "print(*(m in sys.modules for m in ('torch', 'prefect')))"
+        code = f"import os, sys, {package}; {loaded}; print(os.environ['MKL_CBWR'])"
         run = subprocess.run(
             [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True
         )
         assert run.returncode == 0, run.stderr[-2000:]
-        assert run.stdout.split() == ["False", want], (package, run.stdout)
+        assert run.stdout.split() == ["False", str(prefect), want], (package, run.stdout)
 
 
 # --- deterministic resize -----------------------------------------------------------------------
