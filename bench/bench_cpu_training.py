@@ -54,6 +54,22 @@ def best_of(runs: dict[str, Callable[[], None]], repeats: int) -> dict[str, floa
     return best
 
 
+def random_pairs(tmp: Path, n: int = 64) -> Path:
+    """``n`` random 32² image–depth pairs written as a dataset under ``tmp`` (its path)."""
+    rng = np.random.default_rng(0)
+    samples = [
+        Sample(
+            id=f"b{i}",
+            rgb=rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
+            depth=rng.uniform(0.5, 8.0, (32, 32)).astype(np.float32),
+            seed=i,
+        )
+        for i in range(n)
+    ]
+    write_dataset(tmp / "pairs", samples, shard_size=32)
+    return tmp / "pairs"
+
+
 def heads_runs(steps: int) -> dict[str, Callable[[], None]]:
     base = load_base_model(str(BASE))
     g = torch.Generator().manual_seed(0)
@@ -113,19 +129,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench/results/cpu_training.json"))
     args = ap.parse_args()
     heads = best_of(heads_runs(args.heads_steps), args.repeats)
-    rng = np.random.default_rng(0)
-    samples = [
-        Sample(
-            id=f"b{i}",
-            rgb=rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
-            depth=rng.uniform(0.5, 8.0, (32, 32)).astype(np.float32),
-            seed=i,
-        )
-        for i in range(64)
-    ]
     with tempfile.TemporaryDirectory() as tmp:
-        write_dataset(Path(tmp) / "pairs", samples, shard_size=32)
-        nets = best_of(downstream_runs(args.net_steps, Path(tmp) / "pairs"), args.repeats)
+        nets = best_of(downstream_runs(args.net_steps, random_pairs(Path(tmp))), args.repeats)
     result = {
         "benchmark": "cpu_training_levers",
         "device": "cpu",

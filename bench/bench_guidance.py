@@ -42,16 +42,16 @@ RESOLUTION = 32
 OUT = Path(__file__).resolve().parent / "results" / "guidance.json"
 
 
-def _setup() -> tuple[torch.nn.Module, DepthHeads, DepthPrior]:
-    unet = tiny_unet(RESOLUTION).eval()
+def guidance_parts(unet: torch.nn.Module) -> tuple[DepthHeads, DepthPrior]:
+    """Default-config depth heads (seed 0) on ``unet``'s decoder and a default prior, random."""
     config = HeadConfig()
     layers = decoder_layers(unet)
     channels = {k: layers[k].channels for k in (*config.strong_blocks, *config.weak_blocks)}
     torch.manual_seed(0)
-    heads = DepthHeads(config, DepthNorm(), channels, resolution=RESOLUTION).eval()
+    heads = DepthHeads(config, DepthNorm(), channels, resolution=unet.config.sample_size).eval()
     prior_net = prior_unet(PriorConfig()).eval().requires_grad_(False)
     prior = DepthPrior(prior_net, DDPMScheduler(num_train_timesteps=1000), DepthNorm())
-    return unet, heads, prior
+    return heads, prior
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    unet, heads, prior = _setup()
+    unet = tiny_unet(RESOLUTION).eval()
+    heads, prior = guidance_parts(unet)
     seeds = list(range(args.batch))
     scheduler = make_scheduler(CHURCH_256_SCHEDULER, "ddim", args.steps)
     every_step = {"w_dc": 40.0, "w_dp": 40.0, "scale_mode": "mean", "window": (0.0, 1.0)}

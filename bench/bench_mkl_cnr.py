@@ -23,7 +23,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,51 +32,29 @@ OUT = ROOT / "bench/results/mkl_cnr.json"
 
 def child(sampling_steps: int, heads_steps: int, net_steps: int) -> dict[str, float]:
     """Seconds of each workload in this process (best of two), as MKL was loaded."""
-    import numpy as np
-    import torch  # before dag_core: MKL_CBWR as the parent gave it
-
-    sys.path.insert(0, str(ROOT))
-    from diffusers import DDPMScheduler
+    import torch  # before dag_core (and the benches importing it): MKL_CBWR as the parent gave it
+    from bench_cpu_training import best_of, random_pairs
+    from bench_guidance import guidance_parts
 
     from dag_core.backbone import load_base_model
     from dag_core.configs.downstream import DownstreamConfig
     from dag_core.configs.heads import HeadConfig
     from dag_core.depthnorm import DepthNorm
     from dag_core.downstream import train_depth_net
-    from dag_core.features import decoder_layers
     from dag_core.guidance import DepthGuidance, GuidanceConfig
-    from dag_core.heads import DepthHeads, random_batches, train_heads
-    from dag_core.prior import DepthPrior, PriorConfig, prior_unet
+    from dag_core.heads import random_batches, train_heads
     from dag_core.sampling import make_scheduler, sample
-    from dag_core.shards import Sample, write_dataset
 
     base = load_base_model(str(BASE))
     unet = base.unet.eval()
-    config = HeadConfig(steps=heads_steps)
-    layers = decoder_layers(unet)
-    channels = {k: layers[k].channels for k in (*config.strong_blocks, *config.weak_blocks)}
-    torch.manual_seed(0)
-    heads = DepthHeads(config, DepthNorm(), channels, resolution=32).eval()
-    prior_net = prior_unet(PriorConfig()).eval().requires_grad_(False)
-    prior = DepthPrior(prior_net, DDPMScheduler(num_train_timesteps=1000), DepthNorm())
+    heads, prior = guidance_parts(unet)
     guidance = DepthGuidance(unet, heads, prior, GuidanceConfig())
     seeds = list(range(8))
-
+    config = HeadConfig(steps=heads_steps)
     g = torch.Generator().manual_seed(0)
     images = torch.rand(24, 3, 32, 32, generator=g) * 2 - 1
     depth = 0.5 + 4 * torch.rand(24, 1, 32, 32, generator=g)
-    rng = np.random.default_rng(0)
-    pairs = [
-        Sample(
-            id=f"b{i}",
-            rgb=rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
-            depth=rng.uniform(0.5, 8.0, (32, 32)).astype(np.float32),
-            seed=i,
-        )
-        for i in range(64)
-    ]
-    tmp = Path(tempfile.mkdtemp())
-    write_dataset(tmp / "pairs", pairs, shard_size=32)
+    pairs = random_pairs(Path(tempfile.mkdtemp()))
 
     def scheduler():
         return make_scheduler(base.scheduler, "ddim", sampling_steps)
@@ -94,16 +71,10 @@ def child(sampling_steps: int, heads_steps: int, net_steps: int) -> dict[str, fl
             log=str,
         ),
         "downstream_training": lambda: train_depth_net(
-            [tmp / "pairs"], DownstreamConfig(steps=net_steps), DepthNorm(), log=str
+            [pairs], DownstreamConfig(steps=net_steps), DepthNorm(), log=str
         ),
     }
-    best = dict.fromkeys(runs, float("inf"))
-    for _ in range(2):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
+    return best_of(runs, repeats=2)
 
 
 def main() -> None:
