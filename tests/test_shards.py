@@ -369,6 +369,8 @@ def test_shard_dataset_transform_and_batching(tmp_path: Path) -> None:
 
 
 def test_temp_files_use_non_shard_names(tmp_path: Path, monkeypatch) -> None:
+    """The checksum is recorded before the shard gets its final name: a shard file that can be
+    seen at all is complete (a reader, a resume or a test watching the folder can rely on it)."""
     seen: list[str] = []
     real_replace = os.replace
 
@@ -376,12 +378,16 @@ def test_temp_files_use_non_shard_names(tmp_path: Path, monkeypatch) -> None:
         seen.append(Path(src).name)
         assert not SHARD_RE.match(Path(src).name)
         assert completed_shards(tmp_path) == set()  # not yet visible, though fsynced
+        if Path(dst).name == shard_name(0):  # the shard's own rename: its checksum is there
+            recorded = (tmp_path / f".{shard_name(0)}.sha256").read_text().split()[0]
+            assert recorded == hashlib.sha256(Path(src).read_bytes()).hexdigest()
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", spy)
     write_shard(tmp_path, 0, make_samples(2))
     pid = os.getpid()
-    assert seen == [f".{shard_name(0)}.tmp-{pid}", f"..{shard_name(0)}.sha256.tmp-{pid}"]
+    assert seen == [f"..{shard_name(0)}.sha256.tmp-{pid}", f".{shard_name(0)}.tmp-{pid}"]
+    assert completed_shards(tmp_path) == {0}
 
 
 def _flip_middle_byte(path: Path) -> None:

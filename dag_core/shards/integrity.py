@@ -1,13 +1,14 @@
 """Is a shard dataset whole? Checksums, the manifest, and the checks every reader runs first.
 
-Each shard ``part-XXXXX.parquet`` gets a ``.part-XXXXX.parquet.sha256`` sidecar right after it is
-written; ``_manifest.json`` (written last, by :func:`dag_core.shards.writer.write_manifest`) lists
-every shard with its rows and sha256. A dataset is whole when the manifest exists, lists exactly
-the shards on disk, and every shard opens with the schema of the manifest's ``schema_version``
-(:data:`~dag_core.shards.codec.SCHEMAS`: the current one, or version 1 from before the
-``uncertainty`` column), has the listed row count and sha256, and the rows add up
-(:func:`dataset_problems`). Only shards of the current schema count as done for writers
-(:func:`completed_shards`), so a resumed run re-renders shards written before the schema grew.
+Each shard ``part-XXXXX.parquet`` has a ``.part-XXXXX.parquet.sha256`` sidecar, written before the
+shard is renamed into place (a visible shard always has its checksum); ``_manifest.json`` (written
+last, by :func:`dag_core.shards.writer.write_manifest`) lists every shard with its rows and sha256.
+A dataset is whole when the manifest exists, lists exactly the shards on disk, and every shard opens
+with the schema of the manifest's ``schema_version`` (:data:`~dag_core.shards.codec.SCHEMAS`: the
+current one, or version 1 from before the ``uncertainty`` column), has the listed row count and
+sha256, and the rows add up (:func:`dataset_problems`). Only shards of the current schema count as
+done for writers (:func:`completed_shards`), so a resumed run re-renders shards written before the
+schema grew.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def sha256_file(path: Path) -> str:
 
 
 def sidecar(path: Path) -> Path:
-    """The checksum file ``.part-XXXXX.parquet.sha256`` written right after shard ``path``."""
+    """The checksum file ``.part-XXXXX.parquet.sha256`` of shard ``path`` (written before the
+    shard is renamed into place)."""
     return path.with_name(f".{path.name}.sha256")
 
 

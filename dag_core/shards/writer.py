@@ -1,10 +1,12 @@
 """Write shard datasets: one atomic shard at a time, then the manifest.
 
-A shard is written to ``.part-XXXXX.parquet.tmp-<pid>`` in the same directory, fsynced, then
-renamed with :func:`os.replace` (:func:`dag_core.atomic.write_atomic`); a crash leaves at most a
-dot-file that every reader ignores. Existing shards are never replaced unless ``overwrite=True``.
-Resumable synthesis writes shard ``k`` with :func:`write_shard`, asks
-:func:`~dag_core.shards.integrity.completed_shards` what is done, and finishes with
+A shard is written to ``.part-XXXXX.parquet.tmp-<pid>`` in the same directory, its sha256 is
+recorded in the ``.part-XXXXX.parquet.sha256`` sidecar, and only then is it fsynced and renamed with
+:func:`os.replace` (:func:`dag_core.atomic.atomic_path`): a shard visible under its final name is
+complete, checksum included, so a reader (or a user watching the folder) that sees the file can rely
+on it. A crash leaves at most dot-files that every reader ignores. Existing shards are never
+replaced unless ``overwrite=True``. Resumable synthesis writes shard ``k`` with :func:`write_shard`,
+asks :func:`~dag_core.shards.integrity.completed_shards` what is done, and finishes with
 :func:`write_manifest`.
 """
 
@@ -18,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dag_core.atomic import write_atomic, write_text_atomic
+from dag_core.atomic import atomic_path, write_text_atomic
 from dag_core.errors import DagError
 from dag_core.shards.codec import (
     MANIFEST_NAME,
@@ -50,7 +52,9 @@ def write_shard(
     """Atomically write ``samples`` as shard ``index`` of the dataset in ``directory``.
 
     Refuses (DagError) if the shard file exists unless ``overwrite=True``; the old file stays in
-    place until the new one is complete. Does not touch the manifest (see :func:`write_manifest`).
+    place until the new one is complete (its sidecar already names the new bytes meanwhile, so
+    the old file reads as damaged, never as whole, until the rename).
+    Does not touch the manifest (see :func:`write_manifest`).
     """
     check_dtype(depth_dtype)
     if row_group_size < 1:
@@ -79,8 +83,10 @@ def write_shard(
             write_statistics=["id", "height", "width", "seed", "depth_dtype", "source"],
         )
 
-    write_atomic(path, write)
-    write_text_atomic(sidecar(path), f"{sha256_file(path)}  {path.name}\n")
+    with atomic_path(path) as tmp:  # renamed to ``path`` only after its checksum is recorded
+        with open(tmp, "wb") as fh:
+            write(fh)
+        write_text_atomic(sidecar(path), f"{sha256_file(tmp)}  {path.name}\n")
     return path
 
 
