@@ -16,6 +16,10 @@ from step 0; :mod:`dag_core.downstream.training`). Nets are saved in
 ``{models_dir}/{set}/seed-{seed}``, ``workers`` of them training at once (threads that share the
 CPU's torch threads; no training thread uses torch's global RNG, so each net is the one it would
 be trained alone on that many threads); the folder is replaced only when every net has trained.
+Nothing finished is lost: nets (and re-labelled sets) are trained in the resume folder
+``.<models_dir>.resume`` beside it, each recorded the moment it is saved, so a run stopped by
+Ctrl-C, SIGTERM or ``kill -9`` says ``k/n nets trained`` and its rerun trains only the missing
+nets, ending with the bytes of an uninterrupted run (:mod:`dag_core.downstream.resume`).
 Every parameter defaults to params.yaml's ``downstream`` group.
 """
 
@@ -30,12 +34,13 @@ if __name__ == "__main__":  # check the params before Prefect and torch load (fl
 import shutil
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from dag_core.atomic import replace_dir
 from dag_core.configs.downstream import DownstreamConfig
-from dag_core.interrupt import stop_work_on_interrupt
+from dag_core.downstream.resume import held_resume_dir, input_digest, is_done, unit_key
+from dag_core.interrupt import reporting_progress, stop_work_on_interrupt
 from dag_core.runtime import shared_cpu
 from flows._cli import check_runtime
 from flows._params import stage_defaults
@@ -98,37 +103,66 @@ def downstream(
     sources = set(branches.values())
     # branch sources first (their continuations wait for them), continuations last
     order = sorted(sets, key=lambda n: 0 if n in sources else 2 if n in branches else 1)
-    with replace_dir(p["models_dir"]) as tmp:
+    with held_resume_dir(p["models_dir"]) as work:
         data: dict[str, str] = {}
+        data_key: dict[str, str | None] = {}
+        relabelled: list[str] = []
         for name in order:
             ts, source = sets[name], branches.get(name)
-            data[name] = data[source] if source else ts.data
-            if ts.labels != "stored" and not source:
-                data[name] = relabel_training_set(
-                    name,
-                    ts.to_dict(),
-                    str(tmp / "_relabelled" / name),
-                    p["base_model"],
-                    p["heads"],
-                    p["estimator"],
-                    runtime,
+            if source:
+                data[name], data_key[name] = data[source], data_key[source]
+            elif ts.labels == "stored":
+                data[name], data_key[name] = ts.data, input_digest(ts.data)
+            else:
+                relabelled.append(name)
+                data[name] = str(work / "_relabelled" / name)
+                labeller = (
+                    (p["base_model"], p["heads"]) if ts.labels == "heads" else (p["estimator"],)
                 )
+                data_key[name] = unit_key(
+                    {
+                        "train_set": ts.to_dict(),
+                        "data": input_digest(ts.data),
+                        "labeller": [input_digest(m) for m in labeller],
+                        "runtime": runtime,
+                    }
+                )
+                if not is_done(data[name], data_key[name]):
+                    relabel_training_set(
+                        name,
+                        ts.to_dict(),
+                        data[name],
+                        p["base_model"],
+                        p["heads"],
+                        p["estimator"],
+                        runtime,
+                        done_key=data_key[name],
+                    )
         jobs: list[dict[str, Any]] = []
-        index: dict[tuple[str, int], int] = {}
-        after: dict[int, int] = {}
+        keys: dict[tuple[str, int], str] = {}
         for name in order:
             source = branches.get(name)
             for seed in seeds:
-                state = tmp / "_branch" / (source or name) / f"seed-{seed}.pt"
-                if source:
-                    after[len(jobs)] = index[source, seed]
-                index[name, seed] = len(jobs)
+                state = work / "_branch" / (source or name) / f"seed-{seed}.pt"
+                keys[name, seed] = unit_key(
+                    {
+                        "train_set": sets[name].to_dict(),
+                        "data": data_key[name],
+                        "config": {**p["config"], "seed": seed},
+                        "norm": p["norm"],
+                        "labelled": [p["labelled"], input_digest(p["labelled"])],
+                        "validation": [p["validation"], input_digest(p["validation"])],
+                        "runtime": runtime,
+                        "branch_to": name in sources,
+                        "branch_from": keys[source, seed] if source else None,
+                    }
+                )
                 jobs.append(
                     dict(
                         name=name,
                         train_set=sets[name].to_dict(),
                         data=data[name],
-                        out_dir=str(tmp / name / f"seed-{seed}"),
+                        out_dir=str(work / name / f"seed-{seed}"),
                         config={**p["config"], "seed": seed},
                         norm=p["norm"],
                         labelled=p["labelled"],
@@ -136,15 +170,35 @@ def downstream(
                         runtime=runtime,
                         branch_to=str(state) if name in sources else None,
                         branch_from=str(state) if source else None,
+                        done_key=keys[name, seed],
                     )
                 )
+        todo = [job for job in jobs if not is_done(job["out_dir"], job["done_key"])]
+        if len(todo) < len(jobs):
+            get_run_logger().info(
+                "%d/%d nets already trained (kept from an interrupted run in %s); %d to train",
+                len(jobs) - len(todo),
+                len(jobs),
+                work,
+                len(todo),
+            )
+        position = {(job["name"], job["config"]["seed"]): i for i, job in enumerate(todo)}
+        after = {  # a continuation waits for its branch source when that trains in this run too
+            i: position[source, job["config"]["seed"]]
+            for i, job in enumerate(todo)
+            if (source := branches.get(job["name"])) and (source, job["config"]["seed"]) in position
+        }
+
+        def trained() -> str:
+            done = sum(is_done(job["out_dir"], job["done_key"]) for job in jobs)
+            return f"{done}/{len(jobs)} nets trained"
+
         workers = p["workers"]
-        with shared_cpu(workers):
+        with reporting_progress(trained), shared_cpu(workers):
             runner = ThreadPoolTaskRunner(max_workers=workers)
-            fit_depth_nets.with_options(task_runner=runner)(jobs, after)
-        shutil.rmtree(tmp / "_branch", ignore_errors=True)
+            fit_depth_nets.with_options(task_runner=runner)(todo, after)
         metrics = evaluate_training_nets(
-            {name: [str(tmp / name / f"seed-{seed}") for seed in seeds] for name in sets},
+            {name: [str(work / name / f"seed-{seed}") for seed in seeds] for name in sets},
             p["world_test"],
             p["nyu_path"],
             p["nyu_median_scaling"],
@@ -157,4 +211,11 @@ def downstream(
             p["curve_dir"],
             runtime,
         )
+        with replace_dir(p["models_dir"]) as tmp:
+            for name in sets:
+                for seed in seeds:
+                    shutil.copytree(work / name / f"seed-{seed}", tmp / name / f"seed-{seed}")
+            for name in relabelled:
+                shutil.copytree(data[name], tmp / "_relabelled" / name)
+        shutil.rmtree(work, ignore_errors=True)  # every net is in models_dir now
     return metrics

@@ -4,6 +4,7 @@ out)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from dag_core.downstream import (
     save_depth_net,
     train_depth_net,
 )
+from dag_core.downstream.resume import forget, mark_done
 from dag_core.interrupt import work_thread
 from dag_core.nyu import open_nyu
 from dag_core.runtime import use_runtime
@@ -41,16 +43,23 @@ def relabel_training_set(
     heads: str | None,
     estimator: str | None,
     runtime: dict[str, Any] | None = None,
+    done_key: str | None = None,
 ) -> str:
     """Write the set's images (its first ``limit`` rows) with depth from the heads or the
-    reference estimator into ``out_dir``; returns ``out_dir``."""
+    reference estimator into ``out_dir`` (what an earlier, unfinished attempt left there is
+    cleared first); with ``done_key``, record it as finished (:mod:`dag_core.downstream.resume`);
+    returns ``out_dir``."""
     ts = TrainingSet.from_params(train_set, f"train_sets.{name}")
+    forget(out_dir)
+    shutil.rmtree(out_dir, ignore_errors=True)
     _, device = use_runtime(runtime)
     if ts.labels == "heads":
         label = heads_labeller(str(base_model), str(heads), device)
     else:
         label = estimator_labeller(str(estimator), device)
     relabel_dataset(ts.data, out_dir, label, ts.labels, limit=ts.limit)
+    if done_key is not None:
+        mark_done(out_dir, done_key)
     run_logger().info("%s: %s re-labelled by the %s into %s", name, ts.data, ts.labels, out_dir)
     return out_dir
 
@@ -68,12 +77,15 @@ def fit_training_set(
     runtime: dict[str, Any] | None = None,
     branch_to: str | None = None,
     branch_from: str | None = None,
+    done_key: str | None = None,
 ) -> str:
     """Train one depth net on a training set (``data``: its pairs, re-labelled or not) in its
     regime, on the runtime device, and save it with a record of what it learnt from;
     ``branch_to`` / ``branch_from``: save or start from the branch-step state
-    (:func:`~dag_core.downstream.train_depth_net`)."""
+    (:func:`~dag_core.downstream.train_depth_net`); with ``done_key``, record the net (and its
+    branch state) as finished the moment it is saved (:mod:`dag_core.downstream.resume`)."""
     ts = TrainingSet.from_params(train_set, f"train_sets.{name}")
+    forget(out_dir)
     cfg = DownstreamConfig.from_params(config, "config")
     depth_norm = DepthNorm.from_dict(norm)
     rt, device = use_runtime(runtime)
@@ -105,6 +117,9 @@ def fit_training_set(
         record["validation"] = validation
     with replace_dir(out_dir) as tmp:
         save_depth_net(model, cfg, depth_norm, tmp, training=record)
+    if done_key is not None:
+        mark_done(out_dir, done_key, [branch_to] if branch_to else [])
+    run_logger().info("%s: net saved in %s", name, out_dir)
     return out_dir
 
 

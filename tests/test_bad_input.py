@@ -765,3 +765,106 @@ def test_sigterm_to_the_process_stops_a_training_stage(
     )
     assert took < 10, took
     assert not out.exists() and not list(tmp_path.glob(".prior*"))  # no partial folder
+
+
+def _nets(models_dir: Path) -> dict[str, str]:
+    """sha256 of every file of a downstream models_dir, by relative path."""
+    return {
+        str(p.relative_to(models_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(models_dir.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_downstream_resumes_net_by_net_after_ctrl_c_and_kill_9(
+    project: dict[str, Any], tmp_path: Path
+) -> None:
+    """``downstream`` (6 nets, 2 at a time, a finetune set continuing its alone set's run):
+    Ctrl-C once a net is finished ends with ``error: interrupted; k/6 nets trained, ...``; the
+    rerun keeps those nets, is killed with ``kill -9`` once it has finished one more, and the
+    third run trains only the missing nets and ends with exactly the bytes of an uninterrupted
+    run (nets, metrics, tables), its resume folder gone."""
+    d = project["proj"] / "data"
+    group = {
+        **_good_downstream(d, tmp_path),
+        "train_sets": {
+            "dag": str(d / "synthetic/dag"),
+            "labelled+dag": {"data": str(d / "synthetic/dag"), "regime": "finetune"},
+            "unguided": str(d / "synthetic/unguided"),
+        },
+        "labelled": str(d / "labelled/train"),
+        "runs": 2,
+        "workers": 2,
+        "n_boot": 200,
+        "config": {"resolution": 16, "channels": [8, 16], "steps": 150, "batch_size": 2},
+        "runtime": {"device": "cpu"},
+    }
+
+    def params(name: str) -> Path:
+        out = tmp_path / name
+        file = tmp_path / f"{name}.yaml"
+        paths = {
+            "models_dir": str(out / "nets"),
+            "metrics_file": str(out / "m.json"),
+            "table_file": str(out / "m.md"),
+            "curve_dir": str(out / "c"),
+        }
+        file.write_text(yaml.safe_dump({"downstream": {**group, **paths}}))
+        return file
+
+    clean = _stage("downstream", params("clean"), project["env"])
+    assert clean.returncode == 0 and clean.stderr == "", clean.stderr[-3000:]
+    resumed = params("resumed")
+    work = tmp_path / "resumed/.nets.resume"
+    cmd = [sys.executable, "-m", "flows.downstream", "--params", str(resumed)]
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=project["env"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+
+    def finished() -> int:  # nets recorded as finished in the resume folder
+        return len(list(work.glob("*/.seed-*.done.json")))
+
+    proc = start()
+    try:
+        _wait_for(proc, lambda: finished() >= 1)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-3000:]
+    match = re.fullmatch(
+        r"error: interrupted; (\d+)/6 nets trained, rerun the same command to resume\n", err
+    )
+    assert match and 1 <= int(match.group(1)) < 6, err
+    kept = int(match.group(1))
+    assert finished() == kept and not (tmp_path / "resumed/nets").exists()
+
+    proc = start()
+    try:
+        _wait_for(proc, lambda: finished() > kept)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    kept = finished()
+    assert kept < 6
+
+    run = _stage("downstream", resumed, project["env"])
+    assert run.returncode == 0 and run.stderr == "", run.stderr[-3000:]
+    assert f"{kept}/6 nets already trained" in run.stdout, run.stdout[-3000:]
+    assert run.stdout.count("net saved in") == 6 - kept  # only the missing nets trained
+    assert not work.exists()
+    assert _nets(tmp_path / "resumed/nets") == _nets(tmp_path / "clean/nets")
+    resumed_dir, clean_dir = tmp_path / "resumed", tmp_path / "clean"
+    for name in ("m.json", "m.md"):
+        assert (resumed_dir / name).read_bytes() == (clean_dir / name).read_bytes(), name

@@ -122,6 +122,7 @@ def test_dvc_repro_smoke_profile(tmp_path: Path, api: str, nyu_test50_dir: Path)
     for name in ("labelled+dag@2", "labelled+dag-mix"):  # no alone run of the same pairs
         assert f"{name}: depth net: steps 1-2" not in out, name
     assert not (project / "models/downstream/_branch").exists()
+    assert not (project / "models/.downstream.resume").exists()  # gone once the nets are in place
     # the reference stage stored the real test split's features; dfid and sweep read them
     assert (project / "models/reference_depth/real_features.npz").is_file()
     stored = "real set data/reference/test: features read from the estimator's folder"
