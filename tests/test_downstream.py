@@ -486,3 +486,44 @@ def test_compare_sets_and_curve_rows() -> None:
     curve = curve_rows({500: "b", 100: "c", 2000: "a"}, per_image, n_boot=100)
     assert [r["n"] for r in curve] == [100, 500, 2000]
     assert curve[1]["abs_rel_ci_lo"] < curve[1]["abs_rel"] < curve[1]["abs_rel_ci_hi"]
+
+
+def test_resume_records_keep_only_finished_units_of_the_same_key(tmp_path) -> None:
+    """A unit counts as done only with its record, the same key and every file unchanged; a
+    second holder of the same resume folder is refused while the first lives."""
+    from dag_core.downstream.resume import (
+        forget,
+        held_resume_dir,
+        input_digest,
+        is_done,
+        mark_done,
+        resume_dir,
+        unit_key,
+    )
+
+    models = tmp_path / "models/downstream"
+    assert resume_dir(models) == tmp_path / "models/.downstream.resume"
+    with held_resume_dir(models) as work:
+        with pytest.raises(DagError, match="another run is writing"), held_resume_dir(models):
+            pass
+        net, state = work / "dag/seed-0", work / "_branch/dag/seed-0.pt"
+        net.mkdir(parents=True)
+        state.parent.mkdir(parents=True)
+        (net / "w.safetensors").write_bytes(b"weights")
+        state.write_bytes(b"state")
+        key = unit_key({"config": {"seed": 0}, "data": input_digest(net / "w.safetensors")})
+        assert not is_done(net, key)  # no record yet
+        mark_done(net, key, [state])
+        assert is_done(net, key)
+        assert not is_done(net, unit_key({"config": {"seed": 1}}))  # another unit's key
+        state.write_bytes(b"other state")  # what a continuation needs is damaged
+        assert not is_done(net, key)
+        state.write_bytes(b"state")
+        (net / "extra.json").write_text("{}")  # a file the record does not know
+        assert not is_done(net, key)
+        (net / "extra.json").unlink()
+        assert is_done(net, key)
+        forget(net)
+        assert not is_done(net, key)
+    with held_resume_dir(models):  # released when the holder's block ends
+        pass
