@@ -23,7 +23,7 @@ from contextlib import contextmanager
 
 _LOCK = threading.Lock()
 _WORK_THREADS: set[int] = set()
-_PROGRESS: list[Callable[[], str]] = []
+_PROGRESS: list[Callable[[], str | None]] = []
 _STOPPED: list[str | None] = []  # what the last block stopped by an exception said at its end
 _STOPPING = threading.Event()
 _ON_STOP: list[Callable[[], object]] = []
@@ -97,7 +97,7 @@ def on_stop(callback: Callable[[], object]) -> None:
         _ON_STOP.append(callback)
 
 
-def _ask(describe: Callable[[], str]) -> str | None:
+def _ask(describe: Callable[[], str | None]) -> str | None:
     try:
         return describe()
     except Exception:  # a stopped run's message must not fail on a half-gone folder
@@ -105,7 +105,7 @@ def _ask(describe: Callable[[], str]) -> str | None:
 
 
 @contextmanager
-def reporting_progress(describe: Callable[[], str]) -> Iterator[None]:
+def reporting_progress(describe: Callable[[], str | None]) -> Iterator[None]:
     """While the block runs, :func:`progress_note` asks ``describe`` what is finished; when an
     exception (an interrupt) ends the block, what it says then is kept for the error line."""
     _STOPPED.clear()

@@ -32,6 +32,7 @@ from dag_core.atomic import replace_dir
 from dag_core.configs.prior import PriorConfig
 from dag_core.depthnorm import DepthNorm
 from dag_core.errors import DagError
+from dag_core.resumable import TrainState
 
 PRIOR_JSON = "prior.json"
 TRAIN_LOG = "train_log.csv"
@@ -78,12 +79,15 @@ def train_prior(
     norm: DepthNorm,
     log: Callable[[str], None] = print,
     device: str | torch.device = "cpu",
+    snapshot: TrainState | None = None,
 ) -> Path:
     """Train ε_φ by the DDPM ε-objective  E‖η − ε_φ(√ᾱ_τ d + √(1−ᾱ_τ) η, τ)‖²  on normalised depth.
 
     ``depth_batches(step)`` returns a batch of NORMALISED depth (B, 1, r, r) with r =
     ``config.resolution``. The output directory is replaced atomically; returns its path.
-    Trains on ``device`` (noise and τ drawn on the CPU from the seed).
+    Trains on ``device`` (noise and τ drawn on the CPU from the seed). ``snapshot``: continue
+    from its saved state and save the loop's state there as it goes (a stopped run resumes to
+    the same bytes; :class:`~dag_core.resumable.TrainState`).
     """
     out_dir = Path(out_dir)
     generator = torch.Generator().manual_seed(config.seed)
@@ -93,7 +97,14 @@ def train_prior(
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr)
     rows: list[tuple[int, float]] = []
     every = max(1, config.steps // 10)
-    for step in range(config.steps):
+    start = 0
+    if snapshot is not None and (saved := snapshot.load()) is not None:
+        unet.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        generator.set_state(saved["generator"])
+        rows, start = [tuple(r) for r in saved["rows"]], int(saved["step"])
+        log(f"prior: steps 1-{start} from the saved state {snapshot.path}")
+    for step in range(start, config.steps):
         depth = _check_batch(depth_batches(step), step, config.resolution)
         noise = torch.randn(depth.shape, generator=generator).to(device)
         tau = torch.randint(0, config.num_train_timesteps, (depth.shape[0],), generator=generator)
@@ -108,6 +119,16 @@ def train_prior(
         rows.append((step, loss.item()))
         if step % every == 0 or step == config.steps - 1:
             log(f"prior step {step + 1}/{config.steps} loss {loss.item():.4f}")
+        if snapshot is not None and snapshot.due() and step + 1 < config.steps:
+            snapshot.save(
+                {
+                    "step": step + 1,
+                    "model": unet.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "generator": generator.get_state(),
+                    "rows": rows,
+                }
+            )
     with replace_dir(out_dir) as tmp:
         unet.save_pretrained(tmp / "unet", safe_serialization=True)
         scheduler.save_pretrained(tmp / "scheduler")

@@ -19,7 +19,7 @@ be trained alone on that many threads); the folder is replaced only when every n
 Nothing finished is lost: nets (and re-labelled sets) are trained in the resume folder
 ``.<models_dir>.resume`` beside it, each recorded the moment it is saved, so a run stopped by
 Ctrl-C, SIGTERM or ``kill -9`` says ``k/n nets trained`` and its rerun trains only the missing
-nets, ending with the bytes of an uninterrupted run (:mod:`dag_core.downstream.resume`).
+nets, ending with the bytes of an uninterrupted run (:mod:`dag_core.resumable`).
 Every parameter defaults to params.yaml's ``downstream`` group.
 """
 
@@ -39,8 +39,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from dag_core.atomic import replace_dir
 from dag_core.configs.downstream import DownstreamConfig
-from dag_core.downstream.resume import held_resume_dir, input_digest, is_done, unit_key
 from dag_core.interrupt import reporting_progress, stop_work_on_interrupt
+from dag_core.resumable import held_resume_dir, input_digest, is_done, unit_key
 from dag_core.runtime import shared_cpu
 from flows._cli import check_runtime
 from flows._params import stage_defaults

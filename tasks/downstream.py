@@ -26,9 +26,9 @@ from dag_core.downstream import (
     save_depth_net,
     train_depth_net,
 )
-from dag_core.downstream.resume import forget, mark_done
 from dag_core.interrupt import work_thread
 from dag_core.nyu import open_nyu
+from dag_core.resumable import forget, mark_done
 from dag_core.runtime import use_runtime
 from dag_core.shards import read_samples
 from tasks import run_logger, stage_task
@@ -47,7 +47,7 @@ def relabel_training_set(
 ) -> str:
     """Write the set's images (its first ``limit`` rows) with depth from the heads or the
     reference estimator into ``out_dir`` (what an earlier, unfinished attempt left there is
-    cleared first); with ``done_key``, record it as finished (:mod:`dag_core.downstream.resume`);
+    cleared first); with ``done_key``, record it as finished (:mod:`dag_core.resumable`);
     returns ``out_dir``."""
     ts = TrainingSet.from_params(train_set, f"train_sets.{name}")
     forget(out_dir)
@@ -83,7 +83,7 @@ def fit_training_set(
     regime, on the runtime device, and save it with a record of what it learnt from;
     ``branch_to`` / ``branch_from``: save or start from the branch-step state
     (:func:`~dag_core.downstream.train_depth_net`); with ``done_key``, record the net (and its
-    branch state) as finished the moment it is saved (:mod:`dag_core.downstream.resume`)."""
+    branch state) as finished the moment it is saved (:mod:`dag_core.resumable`)."""
     ts = TrainingSet.from_params(train_set, f"train_sets.{name}")
     forget(out_dir)
     cfg = DownstreamConfig.from_params(config, "config")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,9 @@ import torch.nn.functional as F
 from dag_core.atomic import replace_dir
 from dag_core.errors import DagError
 from dag_core.heads import DepthHeads
+from dag_core.interrupt import reporting_progress
 from dag_core.prior import PriorConfig, train_prior
+from dag_core.resumable import TrainState, held_resume_dir, input_digest, unit_key
 from dag_core.runtime import use_runtime
 from dag_core.shards import load_tensors
 from dag_core.world import render
@@ -78,8 +81,27 @@ def fit_prior(
         b = x[idx]
         return torch.where(flip[:, None, None, None], b.flip(-1), b)
 
-    with replace_dir(out_dir) as tmp, rt.autocast(device):
-        train_prior(batches, tmp, cfg, norm, log=logger.info, device=device)
+    key = unit_key(
+        {
+            "config": cfg.to_dict(),
+            "inputs": [input_digest(p) for p in (labelled, heads, extra_depth)],
+            "extra_world": extra_world,
+            "runtime": runtime,
+        }
+    )
+    with held_resume_dir(out_dir) as work:
+        snapshot = TrainState(work / "prior-state.pt", key)
+
+        def saved() -> str | None:  # for the line of a stopped run
+            return (
+                f"{snapshot.saved_step}/{cfg.steps} prior steps saved"
+                if snapshot.saved_step
+                else None
+            )
+
+        with reporting_progress(saved), replace_dir(out_dir) as tmp, rt.autocast(device):
+            train_prior(batches, tmp, cfg, norm, log=logger.info, device=device, snapshot=snapshot)
+        shutil.rmtree(work, ignore_errors=True)  # the prior is in place
     return out_dir
 
 

@@ -491,7 +491,7 @@ def test_compare_sets_and_curve_rows() -> None:
 def test_resume_records_keep_only_finished_units_of_the_same_key(tmp_path) -> None:
     """A unit counts as done only with its record, the same key and every file unchanged; a
     second holder of the same resume folder is refused while the first lives."""
-    from dag_core.downstream.resume import (
+    from dag_core.resumable import (
         forget,
         held_resume_dir,
         input_digest,

@@ -122,3 +122,36 @@ def test_bad_batch_is_rejected_and_nothing_written(batch: torch.Tensor, tmp_path
     with pytest.raises(DagError, match="step 0"):
         train_prior(lambda _: batch, tmp_path / "p", PriorConfig(**TINY), DepthNorm(), log=print)
     assert not (tmp_path / "p").exists()
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()
+    }
+
+
+def test_stopped_training_resumes_from_its_snapshot_to_the_same_bytes(tmp_path: Path) -> None:
+    """Stopped at step 4 of 6 (snapshots after every step), the rerun continues after the last
+    snapshot and writes exactly the files of an uninterrupted run; another run's snapshot (other
+    key) is ignored."""
+    from dag_core.resumable import TrainState
+
+    norm = DepthNorm(kind="linear", min_depth=0.5, max_depth=8.0)
+    cfg = PriorConfig(**{**TINY, "steps": 6})
+    clean = train_prior(_batches(), tmp_path / "clean", cfg, norm, log=lambda _: None)
+
+    def stopping(step: int) -> torch.Tensor:
+        if step == 4:
+            raise KeyboardInterrupt
+        return _batches()(step)
+
+    state = TrainState(tmp_path / "state.pt", key="run-a", every_s=0)
+    with pytest.raises(KeyboardInterrupt):
+        train_prior(stopping, tmp_path / "p", cfg, norm, log=lambda _: None, snapshot=state)
+    assert state.saved_step == 4 and not (tmp_path / "p").exists()
+    assert TrainState(tmp_path / "state.pt", key="run-b").load() is None  # not this run's
+    logs: list[str] = []
+    resumed = TrainState(tmp_path / "state.pt", key="run-a", every_s=0)
+    train_prior(_batches(), tmp_path / "p", cfg, norm, log=logs.append, snapshot=resumed)
+    assert any("steps 1-4 from the saved state" in line for line in logs), logs
+    assert _files(tmp_path / "p") == _files(clean)
