@@ -12,10 +12,13 @@ no file added. The classes covered:
 * a hub model that is neither cached nor reachable (one line at once, no retries) and one that
   is cached while the hub is unreachable (loaded offline);
 * OS errors: a file-size limit while the report is written (the earlier report survives, the
-  line names the file) and while the run's Prefect server writes its database (exit 1);
+  line names the file), while each stage that writes weights saves them (safetensors, also
+  through diffusers: the line names the final weights file, never a temporary name) and while
+  the run's Prefect server writes its database (exit 1);
 * signals: Ctrl-C to the process group stops synthesis in seconds with one line and exit 130,
   SIGTERM to the process stops a training stage with exit 143, ``kill -9`` leaves no Prefect
-  server behind, and the rerun resumes to the bytes of an uninterrupted run.
+  server behind, and the rerun resumes to the bytes of an uninterrupted run; the temporary
+  folder and file a ``kill -9`` leaves are removed by the next run of the same writer.
 """
 
 from __future__ import annotations
