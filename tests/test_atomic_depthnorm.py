@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import csv
+import errno
 import os
+import resource
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -12,9 +16,11 @@ import torch
 from dag_core.atomic import (
     atomic_open,
     atomic_path,
+    final_path,
     replace_dir,
     save_figure,
     write_bytes_atomic,
+    write_error,
     write_text_atomic,
 )
 from dag_core.depthnorm import DepthNorm
@@ -93,6 +99,99 @@ def test_save_figure_matches_savefig(tmp_path: Path) -> None:
     plt.close(fig)
     assert (tmp_path / "atomic.png").read_bytes() == (tmp_path / "direct.png").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["atomic.png", "direct.png"]
+
+
+def test_write_error_names_the_final_path(tmp_path: Path) -> None:
+    """A library's own write error (safetensors: no errno attribute, no file) and an OSError
+    naming a temporary file both become ``OSError(errno, strerror, final path)``."""
+    final = tmp_path / "models/heads/heads.safetensors"
+    tmp = tmp_path / "models/.heads.tmp-123-0123abcd/.heads.safetensors.tmp-123"
+    assert final_path(tmp) == final
+    assert final_path(tmp_path / ".x.tmp-y/a") == tmp_path / ".x.tmp-y/a"  # not a temp name
+    rust = RuntimeError("Error while serializing: I/O error: File too large (os error 27)")
+    for exc, code in ((rust, errno.EFBIG), (RuntimeError("Os { code: 28, kind: Full }"), 28)):
+        named = write_error(exc, tmp)
+        assert named is not None and named.filename == str(final)
+        assert (named.errno, named.strerror) == (code, os.strerror(code))
+    denied = write_error(PermissionError(errno.EACCES, "Permission denied", str(tmp)), final)
+    assert isinstance(denied, PermissionError) and denied.filename == str(final)
+    renamed = write_error(OSError(errno.EXDEV, "Invalid link", str(tmp), str(final)), final)
+    assert renamed is not None and (renamed.filename, renamed.filename2) == (str(final), None)
+    full = write_error(OSError(errno.ENOSPC, "No space left on device"), tmp)
+    assert full is not None and full.filename == str(final)
+    named = OSError(errno.ENOENT, "No such file or directory", "/elsewhere")
+    assert write_error(named, final) is named
+    assert write_error(ValueError("a bad value"), final) is None
+    assert write_error(RuntimeError("unexpected pos 576 vs 534"), final) is None
+
+
+@contextmanager
+def _file_size_limit(size: int) -> Iterator[None]:
+    """RLIMIT_FSIZE for this process (Python ignores SIGXFSZ: writes fail with EFBIG)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_library_write_errors_name_the_final_file(tmp_path: Path) -> None:
+    """Under a real file-size limit: safetensors through ``save_pretrained`` inside
+    ``replace_dir`` (a SafetensorError naming no file), ``save_file`` inside ``atomic_path``
+    and a plain Python write inside ``replace_dir`` each end as ``[Errno 27]`` naming the file
+    the user asked for; the earlier output stays and no temporary file or folder is left."""
+    from diffusers import UNet2DModel
+    from safetensors.torch import save_file
+
+    unet = UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=8,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+    )
+    target = tmp_path / "prior"
+    target.mkdir()
+    (target / "earlier.txt").write_text("earlier")
+    with _file_size_limit(4096):
+        with pytest.raises(OSError) as info, replace_dir(target) as tmp:
+            unet.save_pretrained(tmp / "unet", safe_serialization=True)
+        assert (info.value.errno, info.value.filename) == (
+            errno.EFBIG,
+            str(target / "unet/diffusion_pytorch_model.safetensors"),
+        )
+        with pytest.raises(OSError) as info, atomic_path(tmp_path / "w.safetensors") as part:
+            save_file({"w": torch.zeros(4096)}, part)
+        assert (info.value.errno, info.value.filename) == (
+            errno.EFBIG,
+            str(tmp_path / "w.safetensors"),
+        )
+        with pytest.raises(OSError) as info, replace_dir(target) as tmp:
+            (tmp / "log.csv").write_bytes(b"x" * 8192)
+        assert info.value.filename == str(target / "log.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prior"]
+    assert sorted(p.name for p in target.iterdir()) == ["earlier.txt"]
+
+
+def test_weights_serialised_to_bytes_match_save_file(tmp_path: Path) -> None:
+    """The heads and depth nets write ``safetensors.torch.save(state)`` (errors as OSError
+    naming the file): the same bytes ``save_file`` writes."""
+    from safetensors.torch import save_file
+
+    from dag_core.downstream import DepthNet, DownstreamConfig, save_depth_net
+
+    config = DownstreamConfig(resolution=16, channels=(8, 16))
+    torch.manual_seed(0)
+    net = DepthNet(config.channels)
+    save_depth_net(net, config, DepthNorm(), tmp_path / "net")
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    save_file(state, tmp_path / "direct.safetensors")
+    written = (tmp_path / "net/depth_net.safetensors").read_bytes()
+    assert written == (tmp_path / "direct.safetensors").read_bytes()
 
 
 @pytest.mark.parametrize("kind", ["log", "linear"])

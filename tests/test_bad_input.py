@@ -12,10 +12,13 @@ no file added. The classes covered:
 * a hub model that is neither cached nor reachable (one line at once, no retries) and one that
   is cached while the hub is unreachable (loaded offline);
 * OS errors: a file-size limit while the report is written (the earlier report survives, the
-  line names the file) and while the run's Prefect server writes its database (exit 1);
+  line names the file), while each stage that writes weights saves them (safetensors, also
+  through diffusers: the line names the final weights file, never a temporary name) and while
+  the run's Prefect server writes its database (exit 1);
 * signals: Ctrl-C to the process group stops synthesis in seconds with one line and exit 130,
   SIGTERM to the process stops a training stage with exit 143, ``kill -9`` leaves no Prefect
-  server behind, and the rerun resumes to the bytes of an uninterrupted run.
+  server behind, and the rerun resumes to the bytes of an uninterrupted run; the temporary
+  folder and file a ``kill -9`` leaves are removed by the next run of the same writer.
 """
 
 from __future__ import annotations
@@ -868,3 +871,198 @@ def test_downstream_resumes_net_by_net_after_ctrl_c_and_kill_9(
     resumed_dir, clean_dir = tmp_path / "resumed", tmp_path / "clean"
     for name in ("m.json", "m.md"):
         assert (resumed_dir / name).read_bytes() == (clean_dir / name).read_bytes(), name
+
+
+def _weight_stages(
+    p: Path, out: Path, labelled32: Path
+) -> list[tuple[str, dict[str, Any], Path, str]]:
+    """(stage, its group, its output folder, the file its error must name: a regex under that
+    folder) for every stage that writes weights, each writing to ``out``; tiny settings
+    (``labelled32``: labelled pairs at the base model's 32 px, for the heads)."""
+    d, m = p / "data", p / "models"
+    net = {"resolution": 16, "channels": [8, 16], "steps": 3, "batch_size": 2}
+    base_train = {
+        "resolution": 32,
+        "channels": [8, 8, 16, 16, 16, 16],
+        "steps": 2,
+        "batch_size": 2,
+        "preview_samples": 0,
+    }
+    return [
+        (
+            "base_model",
+            {"pretrained": None, "out_dir": str(out / "base"), "train": base_train},
+            out / "base",
+            "unet/diffusion_pytorch_model.safetensors",
+        ),
+        (
+            "train_heads",
+            {
+                "base_model": str(m / "base"),
+                "labelled": str(labelled32),
+                "out_dir": str(out / "heads"),
+                "config": {"hidden": [16], "time_dim": 8, "steps": 2, "batch_size": 2},
+                "eval_t": [0],
+                "metrics_file": str(out / "heads.json"),
+                "plots_file": str(out / "heads.csv"),
+            },
+            out / "heads",
+            "heads.safetensors",
+        ),
+        (
+            "train_prior",
+            {
+                "labelled": str(d / "labelled"),
+                "heads": str(m / "heads"),
+                "out_dir": str(out / "prior"),
+                "extra_world": 0,
+                "config": {"resolution": 16, "channels": [8, 16], "steps": 2, "batch_size": 2},
+            },
+            out / "prior",
+            "unet/diffusion_pytorch_model.safetensors",
+        ),
+        (
+            "reference",
+            {
+                "resolution": 16,
+                "n_train": 2,
+                "n_test": 1,
+                "n_floor": 0,
+                "data_dir": str(out / "reference-data"),
+                "out_dir": str(out / "estimator"),
+                "config": net,
+            },
+            out / "estimator",
+            "depth_net.safetensors",
+        ),
+        (
+            "downstream",
+            {
+                **_good_downstream(d, out),
+                "models_dir": str(out / "nets"),
+                "config": net,
+                "workers": 1,
+            },
+            out / "nets",
+            r"(dag|unguided)/seed-0/depth_net\.safetensors",
+        ),
+    ]
+
+
+def test_file_size_limit_while_weights_are_written_names_the_file(
+    project: dict[str, Any], tmp_path: Path
+) -> None:
+    """RLIMIT_FSIZE below the size of the weights, for every stage that writes weights
+    (safetensors of its own and through diffusers' ``save_pretrained``): exit 2, one line
+    ``error: [Errno 27] File too large: <the weights file under the stage's output>`` (not a
+    temporary name), no traceback, the earlier output byte for byte and no temporary litter.
+    One driver process runs the stages in turn under the limit (a cold start each would cost
+    minutes)."""
+    from dag_core.shards import Sample, write_dataset
+    from dag_core.world import iter_scenes
+
+    proj, out = project["proj"], tmp_path / "out"
+    labelled32 = tmp_path / "labelled32"
+    for split, start in (("train", 0), ("heldout", 3)):
+        samples = (
+            Sample(id=f"world-{s:09d}", rgb=rgb, depth=d, seed=s, source="world")
+            for s, rgb, d in iter_scenes(start, 3, 32)
+        )
+        write_dataset(labelled32 / split, samples, shard_size=3, depth_dtype="float16")
+    stages = _weight_stages(proj, out, labelled32)
+    earlier = {  # each output folder holds an earlier run's output
+        "base": proj / "models/base",
+        "heads": proj / "models/heads",
+        "prior": proj / "models/prior",
+        "estimator": proj / "models/estimator",
+        "nets": proj / "nets",
+    }
+    for name, source in earlier.items():
+        shutil.copytree(source, out / name)
+    before = {name: _snapshot(out / name) for name in earlier}
+    runs = []
+    for stage, group, _, _ in stages:
+        params = tmp_path / f"{stage}.yaml"
+        params.write_text(yaml.safe_dump({stage: {"runtime": {"device": "cpu"}, **group}}))
+        runs.append([stage, str(params), []])
+    (tmp_path / "cases.json").write_text(json.dumps(runs))
+    results_file = tmp_path / "results.json"
+    cmd = [sys.executable, "-c", DRIVER, str(tmp_path / "cases.json"), str(results_file)]
+    proc = subprocess.run(
+        cmd,
+        cwd=ROOT,
+        env=project["env"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        preexec_fn=_limit_file_size(16 * 1024),  # every weights file is larger, the rest smaller
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(results_file.read_text())
+    failures = []
+    for (stage, _, folder, name), (code, stderr) in zip(stages, results, strict=True):
+        line = re.escape(f"error: [Errno 27] File too large: {folder}/") + name + "\n"
+        if code != 2 or not re.fullmatch(line, stderr):
+            failures.append(f"{stage}: exit {code}\n{stderr[-1500:]}")
+    assert not failures, "\n\n".join(failures)
+    assert {name: _snapshot(out / name) for name in earlier} == before
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temp folder left
+
+
+KILLED_WRITER = """
+import sys, time
+from dag_core.atomic import atomic_path, replace_dir
+target = sys.argv[1]
+with replace_dir(target) as tmp, atomic_path(target + ".json") as part:
+    (tmp / "half.safetensors").write_bytes(b"half")
+    part.write_text("half")
+    print("writing", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_kill_9_litter_is_removed_by_the_next_run(tmp_path: Path) -> None:
+    """``kill -9`` while a stage builds its output folder and a file: the hidden temporary
+    folder and file stay behind, and the next ``replace_dir`` / ``atomic_path`` of the same
+    target removes them; a live writer's (pid alive) and names not of that form are kept."""
+    from dag_core.atomic import atomic_path, replace_dir
+
+    target = tmp_path / "models"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(target)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "writing\n"
+    finally:
+        proc.kill()  # SIGKILL: no cleanup runs
+        proc.wait(timeout=30)
+    litter = sorted(p.name for p in tmp_path.iterdir())
+    assert len(litter) == 2 and litter[0] == f".models.json.tmp-{proc.pid}", litter
+    assert re.fullmatch(rf"\.models\.tmp-{proc.pid}-[0-9a-f]{{8}}", litter[1]), litter
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        kept = [
+            f".models.tmp-{sleeper.pid}-0123abcd",  # a live run's folder
+            f".models.json.tmp-{sleeper.pid}",  # a live run's file
+            f".models.tmp-{os.getpid()}-89abcdef",
+            ".models.tmp-x",  # not a name of the atomic layer
+            f".other.tmp-{proc.pid}-0123abcd",  # another target's
+        ]
+        for name in kept:
+            if "json" in name:
+                (tmp_path / name).touch()
+            else:
+                (tmp_path / name).mkdir()
+        with replace_dir(target) as tmp:
+            (tmp / "weights.safetensors").write_bytes(b"whole")
+        with atomic_path(tmp_path / "models.json") as part:
+            part.write_text("{}\n")
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            [*kept, "models", "models.json"]
+        )
+    finally:
+        sleeper.kill()
+        sleeper.wait(timeout=30)

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import save_file
+import safetensors.torch
 
-from dag_core.atomic import atomic_path, write_text_atomic
+from dag_core.atomic import write_bytes_atomic, write_text_atomic
 from dag_core.checkpoint import load_weights, model_files, read_meta
 from dag_core.configs.downstream import DownstreamConfig
 from dag_core.depthnorm import DepthNorm
@@ -33,8 +33,8 @@ def save_depth_net(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(directory / WEIGHTS_FILE) as tmp:
-        save_file(state, tmp)
+    # bytes first, then a Python write: an error is an OSError naming the file
+    write_bytes_atomic(directory / WEIGHTS_FILE, safetensors.torch.save(state))
     meta = {"format_version": FORMAT_VERSION, "config": config.to_dict(), "norm": norm.to_dict()}
     if training is not None:
         meta["training"] = training

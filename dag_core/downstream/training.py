@@ -31,6 +31,7 @@ Losses (``config.loss``), both on valid pixels only (:meth:`DepthNorm.valid`):
 from __future__ import annotations
 
 import copy
+import io
 import pickle
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -39,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dag_core.atomic import atomic_path
+from dag_core.atomic import write_bytes_atomic
 from dag_core.configs.downstream import DownstreamConfig
 from dag_core.depthnorm import DepthNorm
 from dag_core.downstream.data import pair_stream, square_pairs
@@ -254,8 +255,9 @@ def train_depth_net(
                 "best_score": best[0],
                 "best": best[1],
             }
-            with atomic_path(branch_to) as tmp:
-                torch.save(state, tmp)
+            buffer = io.BytesIO()  # torch.save's own file errors name no errno nor file
+            torch.save(state, buffer)
+            write_bytes_atomic(branch_to, buffer.getvalue())
     if len(rows) != config.steps:
         raise DagError(f"training data ran out after {len(rows)} of {config.steps} steps")
     if best[1] is not None:

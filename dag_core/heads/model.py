@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import safetensors.torch
 import torch
 from diffusers import UNet2DModel
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from dag_core.atomic import atomic_path, write_text_atomic
+from dag_core.atomic import write_bytes_atomic, write_text_atomic
 from dag_core.checkpoint import load_weights, model_files, read_meta
 from dag_core.configs.heads import HeadConfig
 from dag_core.depthnorm import DepthNorm
@@ -222,8 +222,8 @@ class DepthHeads(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        with atomic_path(directory / WEIGHTS_FILE) as tmp:
-            save_file(state, tmp)
+        # bytes first, then a Python write: an error is an OSError naming the file
+        write_bytes_atomic(directory / WEIGHTS_FILE, safetensors.torch.save(state))
         meta = {
             "format_version": FORMAT_VERSION,
             "config": self.config.record(),
