@@ -53,7 +53,7 @@ def resume_dir(models_dir: str | Path) -> Path:
 @contextmanager
 def held_resume_dir(models_dir: str | Path) -> Iterator[Path]:
     """Create (or reopen) the resume folder of ``models_dir`` and hold it locked for the block
-    (removed at its end if it is empty).
+    (its empty folders are removed at the end: a run that kept nothing leaves nothing).
 
     DagError, before anything is written, when another live run holds it (``flock``: released
     by the kernel when its holder exits, however it exits)."""
@@ -69,8 +69,10 @@ def held_resume_dir(models_dir: str | Path) -> Iterator[Path]:
             ) from None
         yield work
     finally:
-        with suppress(OSError):  # an empty one (nothing was kept) is no litter to leave
-            work.rmdir()
+        for folder in [*sorted(work.rglob("*"), reverse=True), work]:  # nothing kept: no litter
+            if folder.is_dir():
+                with suppress(OSError):  # not empty: it holds what a rerun keeps
+                    folder.rmdir()
         os.close(fd)  # the lock goes last
 
 

@@ -943,7 +943,7 @@ def _weight_stages(
                 "config": net,
                 "workers": 1,
             },
-            out / "nets",
+            out / ".nets.resume",  # where a net is written (kept if the run stops) until all are
             r"(dag|unguided)/seed-0/depth_net\.safetensors",
         ),
     ]
