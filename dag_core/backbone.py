@@ -32,6 +32,7 @@ from PIL import Image
 from dag_core.atomic import atomic_open, atomic_path, write_text_atomic
 from dag_core.configs.backbone import TrainConfig
 from dag_core.errors import DagError
+from dag_core.filechecks import check_unet_config
 from dag_core.sampling import make_scheduler
 from dag_core.unet_configs import CHURCH_256_SCHEDULER, church_like_config
 
@@ -86,14 +87,6 @@ def _unet_dir(folder: Path) -> Path:
     raise DagError(f"no diffusers U-Net in {folder} (expected unet/config.json or config.json)")
 
 
-def _check_unet_config(config: dict[str, Any], where: Path | str) -> None:
-    name = config.get("_class_name", "UNet2DModel")
-    if name != "UNet2DModel":
-        raise DagError(f"{where} holds a {name}; only pixel-space UNet2DModel is supported")
-    if "sample_size" not in config:
-        raise DagError(f"U-Net config in {where} has no sample_size")
-
-
 def _pointer_target(pointer: Path) -> str:
     target = _read_json(pointer).get("pretrained")
     if not isinstance(target, str) or not target:
@@ -132,7 +125,7 @@ def load_base_model(path_or_id: str | Path, *, device: str | torch.device = "cpu
                 )
             return model
         unet_dir = _unet_dir(folder)
-        _check_unet_config(_read_json(unet_dir / "config.json"), unet_dir)
+        check_unet_config(_read_json(unet_dir / "config.json"), unet_dir)
         try:
             unet = UNet2DModel.from_pretrained(unet_dir)
         except (OSError, ValueError, RuntimeError, TypeError) as exc:
@@ -147,7 +140,7 @@ def load_base_model(path_or_id: str | Path, *, device: str | torch.device = "cpu
     if _is_missing_local(text):
         raise DagError(f"base model folder not found: {text}")
     try:  # a hub id such as google/ddpm-bedroom-256
-        _check_unet_config(UNet2DModel.load_config(text, subfolder="unet"), text)
+        check_unet_config(UNet2DModel.load_config(text, subfolder="unet"), text)
         unet = UNet2DModel.from_pretrained(text, subfolder="unet")
         scheduler = DDPMScheduler.from_pretrained(text, subfolder="scheduler")
     except DagError:
@@ -172,7 +165,7 @@ def model_resolution(path_or_id: str | Path) -> int:
             return int(size)
         unet_dir = _unet_dir(folder)
         config = _read_json(unet_dir / "config.json")
-        _check_unet_config(config, unet_dir)
+        check_unet_config(config, unet_dir)
         return _sample_size(config["sample_size"])
     text = str(path_or_id)
     if _is_missing_local(text):
@@ -184,7 +177,7 @@ def model_resolution(path_or_id: str | Path) -> int:
             f"cannot read the config of base model '{text}' (no such local folder; hub download "
             f"failed: {exc.__class__.__name__})"
         ) from None
-    _check_unet_config(config, text)
+    check_unet_config(config, text)
     return _sample_size(config["sample_size"])
 
 

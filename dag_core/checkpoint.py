@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from dag_core.errors import DagError
+from dag_core.filechecks import FileProblem, check_safetensors
 
 T = TypeVar("T")
 
@@ -47,6 +48,10 @@ def read_meta(meta_path: Path, kind: str, build: Callable[[dict[str, Any]], T]) 
 
 def load_weights(module: nn.Module, weights_path: Path, kind: str) -> None:
     """Load ``weights_path`` into ``module`` (strict); damaged or mismatched weights raise."""
+    try:
+        check_safetensors(weights_path)
+    except FileProblem as exc:
+        raise DagError(f"corrupt {kind} weights {weights_path}: {exc.reason}") from None
     try:
         module.load_state_dict(load_file(weights_path))
     except (SafetensorError, RuntimeError, OSError) as exc:

@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from dag_core.errors import DagError
+from dag_core.filechecks import check_depth_png, folder_pairs
 from dag_core.shards import Sample
 
 SOURCE_KINDS = ("world", "nyu", "folder")
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def resize_pair(
@@ -106,19 +106,7 @@ class FolderSource(Sequence[Sample]):
     resolution: int
 
     def __post_init__(self) -> None:
-        images, depths = Path(self.path), Path(self.depth_dir)
-        for folder in (images, depths):
-            if not folder.is_dir():
-                raise DagError(f"folder not found: {folder}")
-        self._items: list[tuple[Path, Path]] = []
-        for img in sorted(p for p in images.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES):
-            match = [depths / f"{img.stem}{s}" for s in (".png", ".npy")]
-            found = [m for m in match if m.is_file()]
-            if not found:
-                raise DagError(f"no depth map for {img} in {depths} ({img.stem}.png or .npy)")
-            self._items.append((img, found[0]))
-        if not self._items:
-            raise DagError(f"no images (*.png, *.jpg) in {images}")
+        self._items: list[tuple[Path, Path]] = folder_pairs(self.path, self.depth_dir)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -129,9 +117,8 @@ class FolderSource(Sequence[Sample]):
         if dep.suffix == ".npy":
             depth = np.load(dep).astype(np.float32)
         else:
+            check_depth_png(dep)
             raw = np.asarray(Image.open(dep))
-            if raw.dtype != np.uint16 and not (raw.dtype == np.int32 and raw.max() > 255):
-                raise DagError(f"depth PNG {dep} is not 16-bit (millimetres); got {raw.dtype}")
             valid = raw[raw > 0]
             if valid.size and int(valid.max()) <= 255:
                 raise DagError(

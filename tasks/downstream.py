@@ -22,6 +22,7 @@ from dag_core.downstream import (
     estimator_labeller,
     evaluate_training_sets,
     heads_labeller,
+    note_unscored,
     relabel_dataset,
     save_depth_net,
     train_depth_net,
@@ -94,6 +95,8 @@ def fit_training_set(
     def log(message: str) -> None:
         run_logger().info("%s: %s", name, message)
 
+    key = f"downstream.train_sets.{name}.drop_uncertain"
+    note_unscored([data], ts.drop_uncertain, key, run_logger().info)
     with work_thread(), rt.autocast(device):  # work_thread: Ctrl-C stops it in any thread
         model, rows = train_depth_net(
             [data],

@@ -7,26 +7,21 @@ The formatting is :mod:`dag_core.results` (records in, Markdown out); here the f
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from dag_core.atomic import write_text_atomic
 from dag_core.errors import DagError
+from dag_core.filechecks import read_json_object
 from dag_core.results import Record, results_report
 from tasks import run_logger, stage_task
 
 
 def read_json(path: str) -> dict[str, Any]:
-    """A metrics JSON file as a mapping (DagError naming the file if it is not one)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as exc:
-        raise DagError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise DagError(f"{path} must hold a JSON object, got {type(data).__name__}")
-    return data
+    """A metrics JSON file as a mapping (DagError naming the file if it is not one; the check
+    the stage's params check runs first, :func:`dag_core.filechecks.read_json_object`)."""
+    return read_json_object(path)
 
 
 def read_sweep(directory: str) -> dict[str, list[dict[str, float]]]:

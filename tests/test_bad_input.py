@@ -71,6 +71,96 @@ def _flip_middle_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def _cut_short(path: Path) -> None:
+    """Truncate a file to half its length (a copy interrupted mid-way)."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def write_bad_files(root: Path, heads: Path | None = None) -> dict[str, Path]:
+    """The damaged inputs the params checks catch from headers and metadata alone: a VAE folder
+    (a diffusers ``AutoencoderKL`` config) where a base model goes, depth heads whose safetensors
+    file is cut short (a copy of ``heads``, or a hand-written one), a ``folder`` label source
+    whose depth maps are 8-bit PNGs, and a metrics JSON cut short."""
+    vae = root / "models/vae"
+    vae.mkdir(parents=True)
+    vae_config = {"_class_name": "AutoencoderKL", "sample_size": 8, "latent_channels": 4}
+    (vae / "config.json").write_text(json.dumps(vae_config))
+    cut = root / "models/heads-cut"
+    if heads is not None:
+        shutil.copytree(heads, cut)
+    else:
+        cut.mkdir(parents=True)
+        (cut / "heads.json").write_text(json.dumps({"num_train_timesteps": 1000}))
+        header = json.dumps({"w": {"dtype": "F32", "shape": [64], "data_offsets": [0, 256]}})
+        raw = header.encode()
+        (cut / "heads.safetensors").write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(256))
+    _cut_short(cut / "heads.safetensors")
+    images, depth8 = root / "data/folder8/images", root / "data/folder8/depth"
+    images.mkdir(parents=True)
+    depth8.mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(np.full((8, 8, 3), 60 * i, np.uint8)).save(images / f"{i}.png")
+        Image.fromarray(np.full((8, 8), 200, np.uint8)).save(depth8 / f"{i}.png")  # mode L
+    bad_json = root / "metrics/cut.json"
+    bad_json.parent.mkdir(parents=True, exist_ok=True)
+    bad_json.write_text('{"test": {"abs_rel": 0.1')
+    return {"vae": vae, "heads_cut": cut, "images8": images, "depth8": depth8, "json": bad_json}
+
+
+def _file_cases(
+    bad: dict[str, Path], unet: Path, junk: Path
+) -> list[tuple[str, dict[str, Any], str]]:
+    """(stage, its params groups, text in error) of each damaged file :func:`write_bad_files`
+    makes, plus a report citing a plot that does not exist (other values: params.yaml's)."""
+    synth = {"out_dir": str(junk / "s"), "metrics_file": None, "report_dir": None}
+    report = {"out_file": str(junk / "results.md")}
+    return [
+        (
+            "synthesize",
+            {"synthesize": {**synth, "base_model": str(bad["vae"])}},
+            f"synthesize.base_model='{bad['vae']}': holds a AutoencoderKL; only pixel-space",
+        ),
+        (
+            "synthesize",
+            {"synthesize": {**synth, "base_model": str(unet), "heads": str(bad["heads_cut"])}},
+            f"synthesize.heads='{bad['heads_cut']}': corrupt weights: "
+            f"{bad['heads_cut'] / 'heads.safetensors'} is cut short",
+        ),
+        (
+            "label_subset",
+            {
+                "label_subset": {
+                    "source": "folder",
+                    "path": str(bad["images8"]),
+                    "depth_dir": str(bad["depth8"]),
+                    "resolution": 8,
+                    "out_dir": str(junk / "l"),
+                }
+            },
+            f"label_subset.depth_dir='{bad['depth8']}': {bad['depth8'] / '0.png'} is 8-bit",
+        ),
+        (
+            "report",
+            {"report": {**report, "heads": {"metrics": str(bad["json"]), "plots": []}}},
+            f"report.heads.metrics='{bad['json']}': is not valid JSON",
+        ),
+        (
+            "report",
+            {
+                "report": {
+                    **report,
+                    "synthesis": {
+                        "metrics": "metrics/synthesis.json",
+                        "plots": ["plots/nosuch.png"],
+                    },
+                }
+            },
+            "report.synthesis.plots[0]='plots/nosuch.png': not found",
+        ),
+    ]
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, api: str) -> dict[str, Any]:
     """Tiny models, a finished synthetic dataset and labelled subset, a damaged and an
@@ -116,6 +206,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, api: str) -> dict[str, Any
     for i in range(4):
         Image.fromarray(np.full((8, 8, 3), 60 * i, np.uint8)).save(images / f"{i}.png")
         Image.fromarray(np.full((8, 8), 200, np.uint16)).save(depths / f"{i}.png")
+    write_bad_files(proj, proj / "models/heads")
     (proj / "a-file").write_text("not a folder\n")
     shutil.copytree(proj / "data/labelled/train", proj / "data/train-only/train")
     from dag_core.depthnorm import DepthNorm
@@ -183,6 +274,16 @@ def _cases(p: Path) -> list[tuple[str, dict[str, Any] | None, list[str], str]]:
             None,
             ["source=folder", f"path={d / 'folder/images'}", f"depth_dir={d / 'folder/depth'}"],
             "8-bit",
+        ),
+        *(
+            (stage, groups, [], needle)
+            for stage, groups, needle in _file_cases(_bad(p), p / "models/base", junk)
+        ),
+        (
+            "sweep",
+            {"sweep": {"scales": {"paper": [-1.0]}, "out_dir": str(junk / "sw")}},
+            [],
+            "sweep.scales.paper[0]=-1.0: must be >= 0",
         ),
         ("downstream", good_downstream, ["comparisons=[[dag, nope]]"], "nope"),
         (
@@ -256,6 +357,17 @@ def _cases(p: Path) -> list[tuple[str, dict[str, Any] | None, list[str], str]]:
         ),
         *_missing_last(p),
     ]
+
+
+def _bad(p: Path) -> dict[str, Path]:
+    """Where the project fixture's :func:`write_bad_files` put the damaged inputs."""
+    return {
+        "vae": p / "models/vae",
+        "heads_cut": p / "models/heads-cut",
+        "images8": p / "data/folder8/images",
+        "depth8": p / "data/folder8/depth",
+        "json": p / "metrics/cut.json",
+    }
 
 
 def _missing_last(p: Path) -> list[tuple[str, dict[str, Any] | None, list[str], str]]:
@@ -417,7 +529,7 @@ def test_bad_inputs_end_in_one_error_line_and_lose_nothing(project: dict[str, An
     assert any(k.startswith("data/synthetic/dag/part-") for k in before)
     assert any(k.startswith("data/labelled/train/part-") for k in before)
     cases = _cases(proj)
-    assert len(cases) >= 45
+    assert len(cases) >= 51
     runs = []
     for i, (stage, groups, overrides, _) in enumerate(cases):
         params = project["params"]
@@ -442,6 +554,64 @@ def test_bad_inputs_end_in_one_error_line_and_lose_nothing(project: dict[str, An
     run = _stage("synthesize", project["params"], env, "sampler=euler")
     assert run.returncode == 2 and run.stderr.count("error: ") == 1 and "euler" in run.stderr
     assert _snapshot(proj) == before
+
+
+# In a fresh process: each params check fails with the one ParamError, and neither torch nor
+# Prefect has been imported by then (the check ran before the flow module loaded).
+EARLY = """
+import json, sys
+from dag_core.errors import ParamError
+from flows._cli import stage_params
+from flows.schema.stages import SCHEMAS
+lines = []
+for stage, params in json.load(open(sys.argv[1])):
+    try:
+        stage_params(SCHEMAS[stage], params, [])
+    except ParamError as exc:
+        lines.append(str(exc))
+    else:
+        lines.append(None)
+heavy = sorted({"torch", "prefect", "diffusers"} & set(sys.modules))
+json.dump({"lines": lines, "heavy": heavy}, open(sys.argv[2], "w"))
+"""
+
+
+def test_damaged_files_are_caught_before_prefect_or_torch(tmp_path: Path) -> None:
+    """A VAE folder as the base model, heads weights cut short, 8-bit depth PNGs in a
+    ``folder`` source, a corrupt metrics JSON and a cited plot that does not exist: each is
+    one line by the params check (exit 2, nothing written), before Prefect or torch loads."""
+    bad = write_bad_files(tmp_path)
+    unet = tmp_path / "models/unet"
+    unet.mkdir()
+    (unet / "config.json").write_text(json.dumps({"_class_name": "UNet2DModel", "sample_size": 8}))
+    junk = tmp_path / "junk"
+    cases = _file_cases(bad, unet, junk)
+    runs = []
+    for i, (stage, groups, _) in enumerate(cases):
+        params = tmp_path / f"case-{i}.yaml"
+        params.write_text(yaml.safe_dump(groups))
+        runs.append([stage, str(params)])
+    (tmp_path / "cases.json").write_text(json.dumps(runs))
+    cmd = [sys.executable, "-c", EARLY, str(tmp_path / "cases.json"), str(tmp_path / "out.json")]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["heavy"] == [], out["heavy"]
+    for (_, _, needle), line in zip(cases, out["lines"], strict=True):
+        assert line is not None and needle in line, (needle, line)
+    before = _snapshot(tmp_path)
+    for (stage, _, needle), (_, params) in zip(cases, runs, strict=True):  # the commands
+        run = subprocess.run(
+            [sys.executable, "-m", f"flows.{stage}", "--params", params],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert run.returncode == 2, run.stderr[-2000:]
+        assert run.stderr.count("\n") == 1 and run.stderr.startswith("error: "), run.stderr
+        assert needle in run.stderr, (needle, run.stderr)
+    assert _snapshot(tmp_path) == before and not junk.exists()
 
 
 def test_debug_switch_shows_the_traceback(project: dict[str, Any]) -> None:

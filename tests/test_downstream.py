@@ -527,3 +527,38 @@ def test_resume_records_keep_only_finished_units_of_the_same_key(tmp_path) -> No
         assert not is_done(net, key)
     with held_resume_dir(models):  # released when the holder's block ends
         pass
+
+
+def test_drop_uncertain_on_a_schema_1_dataset_says_every_row_is_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dataset from before the uncertainty column keeps every row under drop_uncertain (as
+    documented), and says so in one log line naming the key and the folder."""
+    import logging
+
+    from dag_core.downstream import count_pairs, note_unscored
+
+    v1 = Path(__file__).parent / "data" / "shards-v1"
+    key = "downstream.train_sets.old.drop_uncertain"
+    want = f"{key}=0.25: {v1} has no uncertainty scores (schema 1); every row kept"
+    said: list[str] = []
+    assert note_unscored([v1], 0.25, key, said.append) == [want] and said == [want]
+    assert count_pairs([v1], drop_uncertain=0.25) == count_pairs([v1]) == 5
+    with caplog.at_level(logging.INFO, logger="dag_core.downstream.data"):
+        note_unscored([v1], 0.25, key)  # the default: Python logging
+    assert [r.getMessage() for r in caplog.records] == [want]
+    # nothing to say without drop_uncertain, or for a dataset with the column
+    scored = tmp_path / "scored"
+    write_dataset(
+        scored,
+        [
+            Sample(
+                id="a",
+                rgb=np.zeros((2, 2, 3), np.uint8),
+                depth=np.ones((2, 2), np.float32),
+                uncertainty=0.5,
+            )
+        ],
+    )
+    assert note_unscored([v1], 0.0, key, said.append) == []
+    assert note_unscored([scored], 0.25, key, said.append) == [] and len(said) == 1

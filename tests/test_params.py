@@ -177,5 +177,7 @@ def test_choices_match_the_library() -> None:
     assert base.Extractor.__args__ == fid.EXTRACTORS
     assert models.POINTER_FILE == backbone.POINTER_FILE
     assert models.HEADS_META == heads.META_FILE
+    assert models.HEADS_WEIGHTS == heads.WEIGHTS_FILE
     assert models.PRIOR_META == prior.PRIOR_JSON
     assert models.DEPTH_NET_META == downstream.META_FILE
+    assert models.DEPTH_NET_WEIGHTS == downstream.WEIGHTS_FILE

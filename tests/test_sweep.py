@@ -24,9 +24,10 @@ def test_series_name() -> None:
 @pytest.mark.parametrize(
     ("modes", "scales", "windows", "n", "match"),
     [
-        (["classifier"], [0, 40], [[0, 1]], 8, "scale_mode"),
-        (["paper"], [-1], [[0, 1]], 8, "w_dc"),
-        (["paper"], [40], [[0.7, 0.2]], 8, "window"),
+        (["classifier"], [0, 40], [[0, 1]], 8, r"sweep.modes\[0\]='classifier'"),
+        (["paper"], [-1], [[0, 1]], 8, r"sweep.scales\[0\]=-1: must be >= 0"),
+        (["paper"], {"paper": [1, -1.0]}, [[0, 1]], 8, r"sweep.scales.paper\[1\]=-1.0: must be"),
+        (["paper"], [40], [[0, 1], [0.7, 0.2]], 8, r"sweep.windows\[1\]=\[0.7, 0.2\]"),
         (["paper"], [40], [[0, 1]], 1, "num_samples"),
         ([], [40], [[0, 1]], 8, "at least one mode"),
         (["paper"], {"paper": [1], "mena": [40]}, [[0, 1]], 8, "unknown mode"),

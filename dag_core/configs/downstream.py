@@ -103,7 +103,10 @@ class TrainingSet(Checked):
         limit: Use only the first ``limit`` rows of ``data`` (null = all); N for comparisons
             at equal size.
         drop_uncertain: Drop this fraction of ``data``'s rows with the highest label
-            uncertainty (read time; rows without one are kept).
+            uncertainty (read time; rows without one are kept). A schema version 1 dataset
+            (written before the ``uncertainty`` column) has no scores: every row is kept, and
+            the stage says so in one log line (``downstream.train_sets.<name>.drop_uncertain=f:
+            <data> has no uncertainty scores (schema 1); every row kept``).
     """
 
     key = "train_set"

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from dag_core.configs.guidance import GuidanceConfig
 from dag_core.configs.synthesis import guidance_config
-from dag_core.errors import DagError
+from dag_core.errors import DagError, ParamError
 from dag_core.validation import check_value
 
 #: a guidance scale of a sweep point
@@ -103,20 +103,47 @@ def check_remedies(
             guidance_config(name, settings, f"{key}.{name}.guidance")
 
 
+def _written_key(
+    exc: ParamError, key: str, scale: str | None, mode: int, window: tuple[int, list[float]]
+) -> ParamError:
+    """A sweep point's guidance error under the key the user wrote: the scale (``scale``: its
+    key, None for the w = 0 every series has), the mode or the window."""
+    field = exc.key.removeprefix(f"{GuidanceConfig.key}.")
+    if field in ("w_dc", "w_dp") and scale is not None:
+        return ParamError(scale, exc.value, exc.reason)
+    if field == "scale_mode":
+        return ParamError(f"{key}.modes[{mode}]", exc.value, exc.reason)
+    if field.startswith("window"):
+        sub = field.removeprefix("window")
+        value = exc.value if sub else window[1]  # the window as written
+        return ParamError(f"{key}.windows[{window[0]}]{sub}", value, exc.reason)
+    return exc
+
+
 def check_sweep(
     modes: list[str],
     scales: list[float] | dict[str, list[float]],
     windows: list[list[float]],
     num_samples: int,
+    key: str = "sweep",
 ) -> None:
-    """One-line errors for a sweep that cannot run, before anything is sampled."""
+    """One-line errors for a sweep that cannot run, before anything is sampled; a bad scale,
+    mode or window is named by the key it was written under (``sweep.scales.paper[0]``,
+    ``sweep.modes[1]``, ``sweep.windows[0]``), not by the guidance field it would set."""
     if not modes or not scales or not windows:
         raise DagError("sweep needs at least one mode, one scale and one window")
     if isinstance(scales, dict) and set(scales) - set(modes):
         raise DagError(f"sweep scales name unknown mode(s) {sorted(set(scales) - set(modes))}")
-    for mode in modes:
-        for window in windows:
-            for w in mode_scales(scales, mode):
-                GuidanceConfig(w_dc=w, w_dp=w, scale_mode=mode, window=tuple(window))  # type: ignore[arg-type]
+    for m, mode in enumerate(modes):
+        mode_scales(scales, mode)  # the mode has scales
+        where = f"{key}.scales.{mode}" if isinstance(scales, dict) else f"{key}.scales"
+        written = scales[mode] if isinstance(scales, dict) else scales
+        points = [(None, 0.0), *((f"{where}[{i}]", w) for i, w in enumerate(written))]
+        for j, window in enumerate(windows):
+            for scale, w in points:  # w = 0 is a point of every series
+                try:
+                    GuidanceConfig(w_dc=w, w_dp=w, scale_mode=mode, window=tuple(window))  # type: ignore[arg-type]
+                except ParamError as exc:
+                    raise _written_key(exc, key, scale, m, (j, window)) from None
     if num_samples < 2:
         raise DagError(f"sweep num_samples must be >= 2, got {num_samples}")

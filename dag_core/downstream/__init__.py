@@ -50,6 +50,7 @@ from dag_core.configs.downstream import LOSSES, REGIMES, DownstreamConfig, Train
 from dag_core.downstream.data import (
     SHUFFLE_BUFFER,
     count_pairs,
+    note_unscored,
     pair_stream,
     resize_pair,
     square_pairs,
@@ -117,6 +118,7 @@ __all__ = [
     "markdown_table",
     "mean_over_runs",
     "mean_with_ci",
+    "note_unscored",
     "pair_stream",
     "paired_comparison",
     "predict_depth",

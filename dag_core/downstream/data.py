@@ -11,6 +11,7 @@ into memory the same way.
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -23,8 +24,10 @@ from torch import Tensor
 from dag_core.depthnorm import DepthNorm
 from dag_core.errors import DagError
 from dag_core.shards import ShardDataset
+from dag_core.shards.integrity import read_manifest
 
 SHUFFLE_BUFFER = 512
+_LOG = logging.getLogger(__name__)
 
 
 def resize_pair(image: Tensor, depth: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
@@ -135,6 +138,30 @@ def pair_stream(
         return iter(loader)
 
     return batches, n
+
+
+def note_unscored(
+    dirs: Sequence[str | Path],
+    drop_uncertain: float,
+    key: str = "drop_uncertain",
+    log: Callable[[str], None] = _LOG.info,
+) -> list[str]:
+    """Say, one ``log`` line per dataset, where ``drop_uncertain`` > 0 drops nothing because the
+    dataset has no uncertainty scores (schema version 1, written before the column): every row
+    is kept, as documented, but not silently. ``key``: the setting's dotted key, for the line
+    (``downstream.train_sets.<name>.drop_uncertain``). Returns the lines."""
+    lines = []
+    if not drop_uncertain:
+        return lines
+    for directory in dirs:
+        manifest = read_manifest(Path(directory))
+        if manifest is not None and manifest.get("schema_version") == 1:
+            lines.append(
+                f"{key}={drop_uncertain!r}: {directory} has no uncertainty scores (schema 1); "
+                "every row kept"
+            )
+            log(lines[-1])
+    return lines
 
 
 def count_pairs(

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 from dag_core.configs.types import DepthDtype
-from dag_core.errors import ParamError
+from dag_core.errors import DagError, ParamError
+from dag_core.filechecks import FileProblem, check_depth_png, folder_pairs
 from flows.schema import models
 from flows.schema.base import (
     In,
@@ -58,5 +59,25 @@ class LabelSubsetParams(StageParams):
 
     @classmethod
     def check_models(cls, p: dict[str, Any]) -> None:
+        if p["source"] == "folder" and p["depth_dir"] is not None:
+            cls.check_folder(p["path"], p["depth_dir"])
         if p["resolution"] is None:  # the pairs take the base model's sample size
             models.base_model_timesteps(cls.key("base_model"), p["base_model"])
+
+    @classmethod
+    def check_folder(cls, path: str, depth_dir: str) -> None:
+        """A ``folder`` source: every image has a depth map, and every depth PNG is 16-bit by
+        its header (:func:`dag_core.filechecks.folder_pairs`, :func:`~dag_core.filechecks.
+        check_depth_png`: the source's own checks, without decoding a pixel)."""
+        try:
+            pairs = folder_pairs(path, depth_dir)
+        except DagError as exc:
+            missing_depth = str(exc).startswith("no depth map")
+            name, value = ("depth_dir", depth_dir) if missing_depth else ("path", path)
+            raise ParamError(cls.key(name), value, str(exc)) from None
+        for _, depth in pairs:
+            if depth.suffix == ".png":
+                try:
+                    check_depth_png(depth)
+                except FileProblem as exc:
+                    raise exc.param_error(cls.key("depth_dir"), depth_dir) from None

@@ -1,12 +1,16 @@
-"""What a model folder says about itself, read from its JSON files only (no torch, no weights).
+"""What a model folder says about itself, read from its JSON files and file headers only (no
+torch, no weights).
 
 Enough for the cheap compatibility checks of a stage's params before anything starts: a folder
-is there and is the kind of model a parameter names, the base model's noise schedule has at
+is there and is the kind of model a parameter names (a base model's config is a pixel-space
+``UNet2DModel``, not e.g. a VAE's ``AutoencoderKL``), the base model's noise schedule has at
 least as many steps as asked for, the heads were trained under the base model's T, the depth
-prior's τ range fits its schedule, heads and prior share a depth normalisation. What needs the
-weights (the heads' layer widths against the U-Net, the pinned hash) is checked when the stage
-loads them. The file names are those of :mod:`dag_core.backbone`, :mod:`dag_core.heads`,
-:mod:`dag_core.prior` and :mod:`dag_core.downstream` (a test keeps them equal).
+prior's τ range fits its schedule, heads and prior share a depth normalisation, and the weights
+files of heads and depth nets are whole by their safetensors headers. These checks are the
+loaders' own (:mod:`dag_core.filechecks`). What needs the weights (the heads' layer widths
+against the U-Net, the pinned hash) is checked when the stage loads them. The file names are
+those of :mod:`dag_core.backbone`, :mod:`dag_core.heads`, :mod:`dag_core.prior` and
+:mod:`dag_core.downstream` (a test keeps them equal).
 """
 
 from __future__ import annotations
@@ -19,11 +23,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from dag_core.errors import ParamError
+from dag_core.filechecks import FileProblem, check_safetensors, check_unet_config
 
 POINTER_FILE = "pretrained.json"
 HEADS_META = "heads.json"
+HEADS_WEIGHTS = "heads.safetensors"
 PRIOR_META = "prior.json"
 DEPTH_NET_META = "depth_net.json"
+DEPTH_NET_WEIGHTS = "depth_net.safetensors"
 #: T of a base model folder without a scheduler (dag_core.unet_configs.CHURCH_256_SCHEDULER)
 DEFAULT_TIMESTEPS = 1000
 
@@ -38,6 +45,17 @@ def _json(path: Path, key: str, value: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ParamError(key, value, f"model file {path} is not a JSON object")
     return data
+
+
+def _weights(path: Path, key: str, value: Any) -> None:
+    """The weights file beside a model's metadata is there and whole by its safetensors header
+    (the check its loader runs first, :func:`dag_core.filechecks.check_safetensors`)."""
+    if not path.is_file():
+        raise ParamError(key, value, f"has no weights file {path.name}")
+    try:
+        check_safetensors(path)
+    except FileProblem as exc:
+        raise ParamError(key, value, f"corrupt weights: {exc}") from None
 
 
 def _timesteps(scheduler_dir: Path, key: str, value: Any) -> int:
@@ -145,10 +163,15 @@ def base_model_timesteps(key: str, value: str) -> int | None:
         if not isinstance(target, str) or not target or Path(target).resolve() == path.resolve():
             raise ParamError(key, value, f"{pointer} does not point at a model")
         return base_model_timesteps(key, target)
-    if not ((path / "unet" / "config.json").is_file() or (path / "config.json").is_file()):
+    unet_dir = path / "unet" if (path / "unet" / "config.json").is_file() else path
+    if not (unet_dir / "config.json").is_file():
         raise ParamError(
             key, value, "holds no diffusers U-Net (expected unet/config.json or config.json)"
         )
+    try:  # the loader's own check (a VAE folder holds an AutoencoderKL)
+        check_unet_config(_json(unet_dir / "config.json", key, value), unet_dir)
+    except FileProblem as exc:
+        raise exc.param_error(key, value) from None
     return _timesteps(path / "scheduler", key, value)
 
 
@@ -157,7 +180,9 @@ def heads_info(key: str, value: str) -> dict[str, Any]:
     path = _folder(key, value, "train_heads")
     if not (path / HEADS_META).is_file():
         raise ParamError(key, value, f"holds no depth heads (no {HEADS_META})")
-    return _json(path / HEADS_META, key, value)
+    info = _json(path / HEADS_META, key, value)
+    _weights(path / HEADS_WEIGHTS, key, value)
+    return info
 
 
 def prior_info(key: str, value: str) -> dict[str, Any]:
@@ -175,3 +200,4 @@ def check_depth_net(key: str, value: str) -> None:
     path = _folder(key, value, "reference")
     if not (path / DEPTH_NET_META).is_file():
         raise ParamError(key, value, f"holds no depth network (no {DEPTH_NET_META})")
+    _weights(path / DEPTH_NET_WEIGHTS, key, value)

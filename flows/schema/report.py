@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from dag_core.errors import ParamError
+from dag_core.filechecks import FileProblem, read_json_object
 from dag_core.validation import STRICT
 from flows.schema.base import In, OutFile, StageParams, Text
 
@@ -72,15 +73,33 @@ class ReportParams(StageParams):
                 raise ParamError(cls.key("out_file"), p["out_file"], f"is also {key}")
 
     @classmethod
+    def plots(cls, p: dict[str, Any]) -> Iterator[tuple[str, str]]:
+        """(dotted key, path) of every plot or table a section cites."""
+        named = [(name, p[name]) for name in PRODUCERS]
+        named += [(f"downstream_extra[{i}]", e) for i, e in enumerate(p["downstream_extra"])]
+        for name, section in named:
+            for i, plot in enumerate(section["plots"]):
+                yield cls.key(f"{name}.plots[{i}]"), plot
+
+    @classmethod
     def inputs(cls, p: dict[str, Any]) -> Iterator[In]:
         for key, path, stage in cls.sections(p):
             yield In(key, path, "path", (), stage)
+        for key, path in cls.plots(p):  # the report must not cite a file that is not there
+            yield In(key, path, "path")
 
     @classmethod
     def check_models(cls, p: dict[str, Any]) -> None:
+        """Every metrics record is of the right kind, and each JSON one parses to an object
+        (the reader's own check, :func:`dag_core.filechecks.read_json_object`)."""
         for key, path, _ in cls.sections(p):
             folder = any(key == cls.key(f"{s}.metrics") for s in FOLDER_SECTIONS)
             if folder and not Path(path).is_dir():
                 raise ParamError(key, path, "is not a folder of CSVs")
             if not folder and not Path(path).is_file():
                 raise ParamError(key, path, "is not a metrics file")
+            if not folder:
+                try:
+                    read_json_object(path)
+                except FileProblem as exc:
+                    raise exc.param_error(key, path) from None

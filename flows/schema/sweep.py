@@ -109,7 +109,7 @@ class SweepParams(StageParams):
                     "use a remedy for other values",
                 )
         GuidanceConfig.from_params(shared, cls.key("guidance"))
-        check_sweep(p["modes"], p["scales"], p["windows"], p["num_samples"])
+        check_sweep(p["modes"], p["scales"], p["windows"], p["num_samples"], cls.stage)
         check_remedies(p["remedies"], shared, p["modes"], p["windows"], cls.key("remedies"))
         spec = {k: p[k] for k in ("num_samples", "seed", "sampler", "steps", "eta")}
         unguided = {"w0": {"w_dc": 0.0, "w_dp": 0.0}}
