@@ -15,6 +15,7 @@ from dag_core.backbone import load_base_model, model_hash
 from dag_core.depthnorm import DepthNorm
 from dag_core.errors import DagError
 from dag_core.heads import DepthHeads, HeadConfig, train_heads
+from dag_core.interrupt import reporting_progress
 from dag_core.probe import (
     accuracy_at_head_resolution,
     accuracy_vs_t,
@@ -23,6 +24,7 @@ from dag_core.probe import (
     probe_layers,
     probe_num_images,
 )
+from dag_core.resumable import TrainState, held_resume_dir, input_digest, unit_key
 from dag_core.runtime import use_runtime
 from dag_core.shards import load_tensors
 from tasks import config_from_params, run_logger, stage_task
@@ -83,28 +85,45 @@ def fit_heads(
             f"expects {base.resolution}px"
         )
     start = time.perf_counter()
-    with rt.autocast(device):
-        heads, log_rows = train_heads(
-            base.unet,
-            base.scheduler,
-            batches_from(images, depth, cfg.batch_size, cfg.seed),
-            cfg,
-            depth_norm,
-            base_hash=model_hash(base.unet),
-            log=logger.info,
-        )
-    timing = {
-        "train_seconds": round(time.perf_counter() - start, 1),
-        "steps": cfg.steps,
-        "ensemble": cfg.ensemble,
-        "threads": torch.get_num_threads(),
-        "device": str(device),
-    }
-    logger.info("trained the heads in %.1f s (%s)", timing["train_seconds"], timing)
-    with replace_dir(out_dir) as tmp:
-        heads.save(tmp)
-        write_csv(tmp / "train_log.csv", log_rows)
-        write_text_atomic(tmp / TRAIN_TIME_FILE, json.dumps(timing, indent=2) + "\n")
+    key = unit_key(
+        {
+            "config": cfg.to_dict(),
+            "norm": depth_norm.to_dict(),
+            "inputs": [input_digest(base_model), input_digest(labelled)],
+            "runtime": runtime,
+        }
+    )
+    with held_resume_dir(out_dir) as work:
+        snapshot = TrainState(work / "heads-state.pt", key)
+
+        def saved() -> str | None:  # what the line of a stopped run says is kept
+            steps = snapshot.saved_step
+            return f"{steps}/{cfg.steps} heads training steps saved" if steps else None
+
+        with reporting_progress(saved), rt.autocast(device):
+            heads, log_rows = train_heads(
+                base.unet,
+                base.scheduler,
+                batches_from(images, depth, cfg.batch_size, cfg.seed),
+                cfg,
+                depth_norm,
+                base_hash=model_hash(base.unet),
+                log=logger.info,
+                snapshot=snapshot,
+            )
+        timing = {
+            "train_seconds": round(time.perf_counter() - start, 1),
+            "steps": cfg.steps,
+            "ensemble": cfg.ensemble,
+            "threads": torch.get_num_threads(),
+            "device": str(device),
+        }
+        logger.info("trained the heads in %.1f s (%s)", timing["train_seconds"], timing)
+        with replace_dir(out_dir) as tmp:
+            heads.save(tmp)
+            write_csv(tmp / "train_log.csv", log_rows)
+            write_text_atomic(tmp / TRAIN_TIME_FILE, json.dumps(timing, indent=2) + "\n")
+        snapshot.clear()  # the heads are in place
     return out_dir
 
 

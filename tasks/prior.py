@@ -92,12 +92,9 @@ def fit_prior(
     with held_resume_dir(out_dir) as work:
         snapshot = TrainState(work / "prior-state.pt", key)
 
-        def saved() -> str | None:  # for the line of a stopped run
-            return (
-                f"{snapshot.saved_step}/{cfg.steps} prior steps saved"
-                if snapshot.saved_step
-                else None
-            )
+        def saved() -> str | None:  # what the line of a stopped run says is kept
+            steps = snapshot.saved_step
+            return f"{steps}/{cfg.steps} prior training steps saved" if steps else None
 
         with reporting_progress(saved), replace_dir(out_dir) as tmp, rt.autocast(device):
             train_prior(batches, tmp, cfg, norm, log=logger.info, device=device, snapshot=snapshot)

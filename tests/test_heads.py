@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -403,3 +404,38 @@ def test_stage_tasks_record_members_and_train_time(tmp_path) -> None:
                 "delta1",
             }
     assert TRAIN_TIME_FILE in (REPO / ".dvcignore").read_text().split()
+
+
+@pytest.mark.parametrize("ensemble", [1, 2])
+def test_stopped_heads_training_resumes_from_its_snapshot_to_the_same_bytes(
+    unet, scheduler, tmp_path: Path, ensemble: int
+) -> None:
+    """Stopped at step 4 of 6 (a snapshot after every step, random pixel draws on), the rerun
+    continues after the last snapshot (the batches of steps 1-4 skipped) and saves exactly the
+    heads and log rows of an uninterrupted run."""
+    from dag_core.resumable import TrainState
+
+    images, depths = synthetic(8, seed=0)
+    config = replace(ENSEMBLE_CONFIG, steps=6, ensemble=ensemble)
+    batches = random_batches(images, depths, 2)
+
+    def train(
+        batch_fn: Any, snapshot: TrainState | None = None, log: Any = lambda _: None
+    ) -> tuple[DepthHeads, list[dict]]:
+        return train_heads(
+            unet, scheduler, batch_fn, config, DepthNorm(), log=log, snapshot=snapshot
+        )
+
+    clean = _saved_bytes(*train(batches), tmp_path / "clean")
+
+    def stopping(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if step == 4:
+            raise KeyboardInterrupt
+        return batches(step)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(stopping, TrainState(tmp_path / "state.pt", "run", every_s=0))
+    logs: list[str] = []
+    resumed = train(batches, TrainState(tmp_path / "state.pt", "run", every_s=0), logs.append)
+    assert any("steps 1-4 from the saved state" in line for line in logs), logs
+    assert _saved_bytes(*resumed, tmp_path / "resumed") == clean

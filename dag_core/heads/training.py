@@ -30,6 +30,7 @@ from dag_core.features import (
     sample_pixels,
 )
 from dag_core.heads.model import DepthHead, DepthHeads
+from dag_core.resumable import TrainState
 
 #: ``(images in [-1, 1] (B, 3, H, W), depth in metres (B, 1, R, R))``
 Batch = tuple[Tensor, Tensor]
@@ -101,6 +102,7 @@ def fit_pixel_heads(
     *,
     timestep: int | None = None,
     log: Callable[[str], None] = print,
+    snapshot: TrainState | None = None,
 ) -> list[dict[str, float]]:
     """Train several heads at once on one frozen-U-Net forward per batch.
 
@@ -108,7 +110,10 @@ def fit_pixel_heads(
     (or uses ``timestep``), noises the batch with ``scheduler.add_noise``, extracts features under
     ``no_grad``, and minimises the masked L1 error in normalised depth at ``pixels_per_image``
     valid pixels per image (None: at every valid pixel); Adam with cosine learning-rate decay
-    over ``config.steps``. Returns one row {"step", "loss_<name>", ...} per step.
+    over ``config.steps``. Returns one row {"step", "loss_<name>", ...} per step. ``snapshot``:
+    continue from its saved state (the batches of the steps already done are drawn and skipped)
+    and save the loop's state there as it goes, so a stopped run resumes to the same bytes
+    (:class:`~dag_core.resumable.TrainState`).
     """
     num_t = int(scheduler.config.num_train_timesteps)
     t_high = min(config.t_max or num_t, num_t)
@@ -127,9 +132,19 @@ def fit_pixel_heads(
     unet.eval()
     rows: list[dict[str, float]] = []
     every = max(1, config.steps // 10)
+    start = 0
+    if snapshot is not None and (saved := snapshot.load()) is not None:
+        for name, (_, head) in heads.items():
+            head.load_state_dict(saved["heads"][name])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        generator.set_state(saved["generator"])
+        rows, start = list(saved["rows"]), int(saved["step"])
+        log(f"heads: steps 1-{start} from the saved state {snapshot.path}")
+    stream = itertools.islice(_batch_stream(batches, config.steps, log), start, None)
     try:
         with FeatureExtractor(unet, blocks) as extractor:
-            for step, (images, depth) in enumerate(_batch_stream(batches, config.steps, log)):
+            for step, (images, depth) in enumerate(stream, start=start):
                 images = images.to(device=device, dtype=unet.dtype)
                 depth = depth.to(device=device, dtype=torch.float32)
                 if depth.ndim != 4 or depth.shape[1] != 1 or depth.shape[-1] != depth.shape[-2]:
@@ -172,6 +187,17 @@ def fit_pixel_heads(
                 rows.append(row)
                 if step % every == 0 or step == config.steps - 1:
                     log(" ".join(f"{k}={v:.4g}" for k, v in row.items()))
+                if snapshot is not None and snapshot.due() and step + 1 < config.steps:
+                    snapshot.save(
+                        {
+                            "step": step + 1,
+                            "heads": {n: h.state_dict() for n, (_, h) in heads.items()},
+                            "optimizer": optimizer.state_dict(),
+                            "schedule": schedule.state_dict(),
+                            "generator": generator.get_state(),
+                            "rows": rows,
+                        }
+                    )
     finally:
         unet.train(was_training)
         for _, head in heads.values():
@@ -196,6 +222,7 @@ def train_heads(
     *,
     base_hash: str | None = None,
     log: Callable[[str], None] = print,
+    snapshot: TrainState | None = None,
 ) -> tuple[DepthHeads, list[dict[str, float]]]:
     """Train MLP-S and MLP-W together on a frozen U-Net; deterministic in ``config.seed``.
 
@@ -207,7 +234,8 @@ def train_heads(
     With ``config.ensemble`` = K > 1 the K strong members are trained side by side with the weak
     head, each on its own L1 loss, on the same U-Net forward, noise, t and pixels per step (so
     member 0 follows the same path as the single head of K = 1); the rows hold
-    "loss_s0" … "loss_s{K-1}" and "loss_w".
+    "loss_s0" … "loss_s{K-1}" and "loss_w". ``snapshot``: resume and save the loop's state
+    (:func:`fit_pixel_heads`).
     """
     layers = decoder_layers(unet)
     check_blocks(layers, (*config.strong_blocks, *config.weak_blocks))
@@ -228,5 +256,7 @@ def train_heads(
         name: (config.strong_blocks, head) for name, head in named.items()
     }
     trained["w"] = (config.weak_blocks, heads.weak)
-    rows = fit_pixel_heads(unet, scheduler, stream, trained, config, norm, log=log)
+    rows = fit_pixel_heads(
+        unet, scheduler, stream, trained, config, norm, log=log, snapshot=snapshot
+    )
     return heads.eval(), rows
