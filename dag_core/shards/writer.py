@@ -86,7 +86,10 @@ def write_shard(
     with atomic_path(path) as tmp:  # renamed to ``path`` only after its checksum is recorded
         with open(tmp, "wb") as fh:
             write(fh)
-        write_text_atomic(sidecar(path), f"{sha256_file(tmp)}  {path.name}\n")
+        try:
+            write_text_atomic(sidecar(path), f"{sha256_file(tmp)}  {path.name}\n")
+        except OSError as exc:  # named by the shard the user knows, not its hidden sidecar
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
     return path
 
 
