@@ -969,7 +969,7 @@ def test_downstream_resumes_net_by_net_after_ctrl_c_and_kill_9(
         "runs": 2,
         "workers": 2,
         "n_boot": 200,
-        "config": {"resolution": 16, "channels": [8, 16], "steps": 150, "batch_size": 2},
+        "config": {"resolution": 16, "channels": [8, 16], "steps": 60, "batch_size": 2},
         "runtime": {"device": "cpu"},
     }
 
