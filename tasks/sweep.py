@@ -7,12 +7,21 @@ paired differences. The design, loop and CSV schema live in :mod:`dag_core.sweep
 
 from __future__ import annotations
 
-import tempfile
+import shutil
 from typing import Any
 
 from dag_core.figures import sweep_figure
+from dag_core.interrupt import reporting_progress
 from dag_core.metrics.comparison import load_scorer, read_floor
 from dag_core.metrics.scorer import GeneratedSet
+from dag_core.resumable import (
+    forget,
+    held_resume_dir,
+    input_digest,
+    is_done,
+    mark_done,
+    unit_key,
+)
 from dag_core.runtime import use_runtime
 from dag_core.shards import read_arrays
 from dag_core.sweep import (
@@ -49,7 +58,8 @@ def guidance_sweep(
     guidance: {...}}}``, on top of the first mode and window: :func:`dag_core.sweep.
     remedy_settings`). ``floor`` (held-out real pairs, at least ``num_samples``): their scores at
     the same count go into every row as ``floor_*`` columns: what real images score at this
-    count."""
+    count. Each rendered point is kept in ``.<out_dir>.resume`` (:mod:`dag_core.resumable`) until
+    the CSVs are written, so a stopped sweep's rerun renders only the points it had not."""
     logger = run_logger()
     spec_kw = dict(sampling)
     batch_size = int(spec_kw.pop("batch_size", 16))
@@ -63,24 +73,46 @@ def guidance_sweep(
     score = load_scorer(**evaluation, device=device)
     run_logger().info("real set %s: features %s", evaluation["real"], score.real_source)
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with held_resume_dir(out_dir) as work:  # each rendered point is kept until the CSVs are out
+        rendered: set[str] = set()
 
         def render(settings: dict[str, Any], name: str) -> GeneratedSet:
-            folder = render_point(
-                loaded, spec_kw, settings, name, tmp, batch_size=batch_size, runtime=rt
+            folder = work / name
+            key = unit_key(
+                {
+                    "sampling": spec_kw,
+                    "settings": settings,
+                    "models": [input_digest(m) for m in models.values()],
+                    "runtime": rt.result_record(),
+                }
             )
+            if is_done(folder, key):
+                logger.info("sweep point %s: samples kept from an interrupted run", name)
+            else:
+                forget(folder)
+                shutil.rmtree(folder, ignore_errors=True)
+                render_point(
+                    loaded, spec_kw, settings, name, work, batch_size=batch_size, runtime=rt
+                )
+                mark_done(folder, key)
+            rendered.add(name)
             return score.features(*read_arrays(folder))
 
-        series, base_row = run_sweep(
-            score,
-            render,
-            guidance,
-            sweep_series(modes, scales, windows, remedies),
-            floor_pairs,
-            log=logger.info,
-        )
-    write_sweep_csvs(out_dir, series)
-    logger.info("sweep: %d samples per point vs %d real", base_row["n"], score.n_real)
-    if figure:
-        sweep_figure(series, figure)
+        def kept() -> str | None:  # what the line of a stopped run says is kept
+            return f"{len(rendered)} sweep points rendered" if rendered else None
+
+        with reporting_progress(kept):
+            series, base_row = run_sweep(
+                score,
+                render,
+                guidance,
+                sweep_series(modes, scales, windows, remedies),
+                floor_pairs,
+                log=logger.info,
+            )
+        write_sweep_csvs(out_dir, series)
+        logger.info("sweep: %d samples per point vs %d real", base_row["n"], score.n_real)
+        if figure:
+            sweep_figure(series, figure)
+        shutil.rmtree(work, ignore_errors=True)  # the CSVs and the figure are out
     return out_dir

@@ -299,3 +299,56 @@ def test_sweep_csv_bytes_and_stale_csvs(tmp_path: Path, monkeypatch: pytest.Monk
             check_golden(out / name, f"sweep/{name}")
     assert len(figures) == 1
     assert list(figures[0]) == ["paper_0-1", "paper_0-0.5", "mean_0-1", "mean_0-0.5", "dpg-only"]
+
+
+def test_sweep_resumes_point_by_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep stopped after 3 points keeps them (in ``.sweep.resume``); the rerun renders only
+    the other points and writes the CSVs of an uninterrupted run, then removes the folder."""
+    _patch_sweep(monkeypatch, [])
+    tags: dict[str, int] = {}  # a point's samples depend on its name only, as real ones do
+    calls: list[str] = []
+    stop_after: list[int] = []
+
+    def render_shard(
+        models: Any, spec: Any, name: str, shard: int, directory: str | Path, **kw: Any
+    ) -> Path:
+        if stop_after and len(calls) == stop_after[0]:
+            raise KeyboardInterrupt
+        calls.append(name)
+        path = Path(directory) / "part-00000.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tag = 0 if name == "w0" else tags.setdefault(name, 7 * (len(tags) + 1))
+        (path.parent / "tag").write_text(str(tag))
+        return path
+
+    monkeypatch.setattr(sweep_core, "render_shard", render_shard)
+
+    def run(out: Path) -> None:
+        sweep.guidance_sweep.fn(
+            models={"base_model": "b", "heads": "h", "prior": "p"},
+            evaluation={"real": "r", "estimator": "e", "extractor": "auto", "batch_size": 4},
+            sampling={"num_samples": 4, "batch_size": 2, "seed": 1, "sampler": "ddim", "steps": 2},
+            guidance={"tau": "random", "window": [0.0, 1.0]},
+            modes=["paper"],
+            scales={"paper": [40, 5, 1]},
+            windows=[[0.0, 1.0], [0.0, 0.5]],
+            out_dir=str(out),
+            figure=None,
+            runtime={"device": "cpu"},
+        )
+
+    run(tmp_path / "clean")
+    every = list(calls)
+    assert len(every) == 7  # w0 + 3 scales x 2 windows
+    calls.clear()
+    stop_after.append(3)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "resumed")
+    assert len(list((tmp_path / ".resumed.resume").glob(".*.done.json"))) == 3
+    stop_after.clear()
+    calls.clear()
+    run(tmp_path / "resumed")
+    assert calls == every[3:]  # only the points the stopped run had not rendered
+    assert not (tmp_path / ".resumed.resume").exists()
+    for csv in sorted((tmp_path / "clean").iterdir()):
+        assert (tmp_path / "resumed" / csv.name).read_bytes() == csv.read_bytes(), csv.name
