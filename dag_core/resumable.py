@@ -28,6 +28,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -36,6 +37,7 @@ from typing import Any
 
 from dag_core.atomic import atomic_path, write_text_atomic
 from dag_core.errors import DagError
+from dag_core.interrupt import reporting_progress
 from dag_core.shards import MANIFEST_NAME
 from dag_core.shards.integrity import sha256_file
 
@@ -139,8 +141,8 @@ class TrainState:
     """A training loop's snapshot file ``path``, valid for the run whose key is ``key``.
 
     The loop calls :meth:`load` once (its last snapshot, or None: start from step 0) and
-    :meth:`save` after a step whenever :meth:`due`; the stage calls :meth:`clear` once its output
-    is in place. ``every_s``: the longest time between snapshots (default
+    :meth:`save` after a step whenever :meth:`due`; :func:`training_snapshot` removes it once the
+    stage's output is in place. ``every_s``: the longest time between snapshots (default
     :data:`SNAPSHOT_EVERY_S`, or ``DAG_SNAPSHOT_EVERY_S``; 0 saves after every step)."""
 
     def __init__(self, path: str | Path, key: str, every_s: float | None = None) -> None:
@@ -178,6 +180,22 @@ class TrainState:
         self.saved_step = int(state["step"])
         self._last = time.monotonic()
 
-    def clear(self) -> None:
-        """Remove the snapshot (the run's output is in place)."""
-        self.path.unlink(missing_ok=True)
+
+@contextmanager
+def training_snapshot(
+    out_dir: str | Path, key: dict[str, Any], steps: int, what: str
+) -> Iterator[TrainState]:
+    """The :class:`TrainState` of a stage's ``what`` training loop of ``steps`` steps, kept in
+    ``out_dir``'s held resume folder under the key of ``key`` (settings and input digests). A run
+    stopped in the block says ``k/steps <what> training steps saved``; when the block (which puts
+    the output in place) succeeds, the resume folder goes."""
+    with held_resume_dir(out_dir) as work:
+        snapshot = TrainState(work / f"{what}-state.pt", unit_key(key))
+
+        def saved() -> str | None:
+            done = snapshot.saved_step
+            return f"{done}/{steps} {what} training steps saved" if done else None
+
+        with reporting_progress(saved):
+            yield snapshot
+        shutil.rmtree(work, ignore_errors=True)

@@ -140,6 +140,7 @@ def downstream(
                     )
         jobs: list[dict[str, Any]] = []
         keys: dict[tuple[str, int], str] = {}
+        labelled_key, validation_key = input_digest(p["labelled"]), input_digest(p["validation"])
         for name in order:
             source = branches.get(name)
             for seed in seeds:
@@ -150,8 +151,8 @@ def downstream(
                         "data": data_key[name],
                         "config": {**p["config"], "seed": seed},
                         "norm": p["norm"],
-                        "labelled": [p["labelled"], input_digest(p["labelled"])],
-                        "validation": [p["validation"], input_digest(p["validation"])],
+                        "labelled": [p["labelled"], labelled_key],
+                        "validation": [p["validation"], validation_key],
                         "runtime": runtime,
                         "branch_to": name in sources,
                         "branch_from": keys[source, seed] if source else None,

@@ -15,7 +15,6 @@ from dag_core.backbone import load_base_model, model_hash
 from dag_core.depthnorm import DepthNorm
 from dag_core.errors import DagError
 from dag_core.heads import DepthHeads, HeadConfig, train_heads
-from dag_core.interrupt import reporting_progress
 from dag_core.probe import (
     accuracy_at_head_resolution,
     accuracy_vs_t,
@@ -24,7 +23,7 @@ from dag_core.probe import (
     probe_layers,
     probe_num_images,
 )
-from dag_core.resumable import TrainState, held_resume_dir, input_digest, unit_key
+from dag_core.resumable import input_digest, training_snapshot
 from dag_core.runtime import use_runtime
 from dag_core.shards import load_tensors
 from tasks import config_from_params, run_logger, stage_task
@@ -85,22 +84,14 @@ def fit_heads(
             f"expects {base.resolution}px"
         )
     start = time.perf_counter()
-    key = unit_key(
-        {
-            "config": cfg.to_dict(),
-            "norm": depth_norm.to_dict(),
-            "inputs": [input_digest(base_model), input_digest(labelled)],
-            "runtime": runtime,
-        }
-    )
-    with held_resume_dir(out_dir) as work:
-        snapshot = TrainState(work / "heads-state.pt", key)
-
-        def saved() -> str | None:  # what the line of a stopped run says is kept
-            steps = snapshot.saved_step
-            return f"{steps}/{cfg.steps} heads training steps saved" if steps else None
-
-        with reporting_progress(saved), rt.autocast(device):
+    key = {
+        "config": cfg.to_dict(),
+        "norm": depth_norm.to_dict(),
+        "inputs": [input_digest(base_model), input_digest(labelled)],
+        "runtime": runtime,
+    }
+    with training_snapshot(out_dir, key, cfg.steps, "heads") as snapshot:
+        with rt.autocast(device):
             heads, log_rows = train_heads(
                 base.unet,
                 base.scheduler,
@@ -123,7 +114,6 @@ def fit_heads(
             heads.save(tmp)
             write_csv(tmp / "train_log.csv", log_rows)
             write_text_atomic(tmp / TRAIN_TIME_FILE, json.dumps(timing, indent=2) + "\n")
-        snapshot.clear()  # the heads are in place
     return out_dir
 
 

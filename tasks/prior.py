@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +12,8 @@ import torch.nn.functional as F
 from dag_core.atomic import replace_dir
 from dag_core.errors import DagError
 from dag_core.heads import DepthHeads
-from dag_core.interrupt import reporting_progress
 from dag_core.prior import PriorConfig, train_prior
-from dag_core.resumable import TrainState, held_resume_dir, input_digest, unit_key
+from dag_core.resumable import input_digest, training_snapshot
 from dag_core.runtime import use_runtime
 from dag_core.shards import load_tensors
 from dag_core.world import render
@@ -81,24 +79,18 @@ def fit_prior(
         b = x[idx]
         return torch.where(flip[:, None, None, None], b.flip(-1), b)
 
-    key = unit_key(
-        {
-            "config": cfg.to_dict(),
-            "inputs": [input_digest(p) for p in (labelled, heads, extra_depth)],
-            "extra_world": extra_world,
-            "runtime": runtime,
-        }
-    )
-    with held_resume_dir(out_dir) as work:
-        snapshot = TrainState(work / "prior-state.pt", key)
-
-        def saved() -> str | None:  # what the line of a stopped run says is kept
-            steps = snapshot.saved_step
-            return f"{steps}/{cfg.steps} prior training steps saved" if steps else None
-
-        with reporting_progress(saved), replace_dir(out_dir) as tmp, rt.autocast(device):
-            train_prior(batches, tmp, cfg, norm, log=logger.info, device=device, snapshot=snapshot)
-        shutil.rmtree(work, ignore_errors=True)  # the prior is in place
+    key = {
+        "config": cfg.to_dict(),
+        "inputs": [input_digest(p) for p in (labelled, heads, extra_depth)],
+        "extra_world": extra_world,
+        "runtime": runtime,
+    }
+    with (
+        training_snapshot(out_dir, key, cfg.steps, "prior") as snapshot,
+        replace_dir(out_dir) as tmp,
+        rt.autocast(device),
+    ):
+        train_prior(batches, tmp, cfg, norm, log=logger.info, device=device, snapshot=snapshot)
     return out_dir
 
 
