@@ -127,7 +127,9 @@ def load_base_model(path_or_id: str | Path, *, device: str | torch.device = "cpu
         unet_dir = _unet_dir(folder)
         check_unet_config(_read_json(unet_dir / "config.json"), unet_dir)
         try:
-            unet = UNet2DModel.from_pretrained(unet_dir)
+            # low_cpu_mem_usage=False: the loading path diffusers takes anyway without
+            # `accelerate`, asked for directly so that it does not print its install notice
+            unet = UNet2DModel.from_pretrained(unet_dir, low_cpu_mem_usage=False)
         except (OSError, ValueError, RuntimeError, TypeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DagError(f"cannot load the U-Net in {unet_dir}: {first}") from None
@@ -141,7 +143,7 @@ def load_base_model(path_or_id: str | Path, *, device: str | torch.device = "cpu
         raise DagError(f"base model folder not found: {text}")
     try:  # a hub id such as google/ddpm-bedroom-256
         check_unet_config(UNet2DModel.load_config(text, subfolder="unet"), text)
-        unet = UNet2DModel.from_pretrained(text, subfolder="unet")
+        unet = UNet2DModel.from_pretrained(text, subfolder="unet", low_cpu_mem_usage=False)
         scheduler = DDPMScheduler.from_pretrained(text, subfolder="scheduler")
     except DagError:
         raise

@@ -39,8 +39,10 @@ def report(
     downstream: dict[str, Any] = D["downstream"],
     downstream_extra: list[dict[str, Any]] = D["downstream_extra"],
     out_file: str = D["out_file"],
+    headline_file: str = D["headline_file"],
 ) -> str:
     """Write ``out_file``: every section's metrics (``{metrics, plots}``; the extra downstream
-    records also ``{title, command}``) rendered as one Markdown measurement record."""
+    records also ``{title, command}``) rendered as one Markdown measurement record; and
+    ``headline_file``, the headline scalars that ``dvc exp show`` displays."""
     p = validate(ReportParams, locals())
     return write_results_report(p)

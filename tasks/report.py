@@ -7,6 +7,7 @@ The formatting is :mod:`dag_core.results` (records in, Markdown out); here the f
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from dag_core.atomic import write_text_atomic
 from dag_core.errors import DagError
 from dag_core.filechecks import read_json_object
-from dag_core.results import Record, results_report
+from dag_core.results import Record, headline_metrics, results_report
 from tasks import run_logger, stage_task
 
 
@@ -92,11 +93,24 @@ def render_results(params: Mapping[str, Any]) -> str:
     return results_report(**records)
 
 
+def render_headline(params: Mapping[str, Any]) -> str:
+    """The compact headline metrics JSON (:func:`dag_core.results.headline_metrics`) of a
+    checked ``report`` params group: this pipeline's own heads, dfid and downstream records."""
+    records = {s: _record(params[s], read_json(params[s]["metrics"])) for s in ("heads", "dfid")}
+    down = _record(params["downstream"], read_json(params["downstream"]["metrics"]))
+    return json.dumps(headline_metrics(records["heads"], records["dfid"], down), indent=2) + "\n"
+
+
 @stage_task
 def write_results_report(params: dict[str, Any]) -> str:
-    """Render the report of a checked ``report`` params group and write ``out_file``
-    atomically; returns its path."""
+    """Render the report of a checked ``report`` params group and write ``out_file`` and the
+    compact ``headline_file`` atomically; returns the report's path."""
     text = render_results(params)
+    headline = render_headline(params)
     write_text_atomic(params["out_file"], text)
+    write_text_atomic(params["headline_file"], headline)
     run_logger().info("wrote %s (%d lines)", params["out_file"], text.count("\n"))
+    run_logger().info(
+        "wrote %s (%d headline metrics)", params["headline_file"], len(json.loads(headline))
+    )
     return params["out_file"]

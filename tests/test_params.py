@@ -158,7 +158,7 @@ def test_runs_into_another_out_dir_keep_metrics_and_report_beside_their_data() -
     assert (kept["metrics_file"], kept["report_dir"]) == ("m.json", None)
     # DVC's declared outputs are params.yaml's paths: the default run still writes them
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["synthesize"]
-    assert {"${synthesize.metrics_file}": {"cache": False}} in dvc["metrics"]
+    assert {"${synthesize.metrics_file}": {"cache": False}} in dvc["outs"]
     assert any("${synthesize.report_dir}" in entry for entry in dvc["outs"])
 
 

@@ -8,6 +8,7 @@ A metrics change without a report refresh fails here: rerun ``dvc repro report``
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -20,11 +21,13 @@ import yaml
 
 from dag_core.errors import DagError, ParamError
 from dag_core.results import (
+    HEADLINE_KEYS,
     Record,
     difference,
     downstream_comparisons,
     downstream_section,
     downstream_splits,
+    headline_metrics,
     headline_rows,
     headline_table,
     heads_section,
@@ -76,6 +79,96 @@ def test_committed_report_is_the_committed_metrics_rendered(at_root: Path) -> No
     )
 
 
+def test_committed_headline_metrics_are_the_committed_records_in_a_dozen_scalars(
+    at_root: Path,
+) -> None:
+    """headline.json is what stage ``report`` writes: at most a dozen rounded scalars, the
+    contrast the report's headline states, from this pipeline's own records."""
+    from tasks.report import render_headline
+
+    p = validate(ReportParams, stage_defaults("report"))
+    fresh = render_headline(p)
+    assert fresh == (at_root / p["headline_file"]).read_text(), "run `dvc repro report`"
+    headline = json.loads(fresh)
+    assert list(headline) == list(HEADLINE_KEYS) and len(headline) <= 12
+    assert all(isinstance(v, float) for v in headline.values())
+    dfid = json.loads((at_root / p["dfid"]["metrics"]).read_text())["vs_unguided"]["dag"]
+    assert headline["dfid"] == round(dfid["dfid_diff"], 1)
+    assert headline["cons_lo"] == round(dfid["consistency_abs_rel_diff_ci_lo"], 3)
+    assert headline["cons_lo"] <= headline["cons"] <= headline["cons_hi"]
+    down = json.loads((at_root / p["downstream"]["metrics"]).read_text())["comparisons"]
+    (row,) = [
+        c
+        for c in down
+        if (c["split"], c["set"], c["reference"]) == ("world", "labelled+dag", "labelled")
+    ]
+    assert headline["net"] == round(row["abs_rel_diff"], 3)
+
+
+def test_dvc_metrics_show_is_the_headline_alone(at_root: Path) -> None:
+    """The real ``dvc metrics show`` lists only the headline file, its table fits 120 columns;
+    the detailed records are still stage outputs (committed, rendered by the report)."""
+    env = {**os.environ, "COLUMNS": "120", "DVC_NO_ANALYTICS": "1"}
+    dvc = [sys.executable, "-m", "dvc"]
+    shown = subprocess.run(
+        [*dvc, "metrics", "show"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["Path", "headline.json"]
+    assert lines[0].split()[1:] == sorted(HEADLINE_KEYS)
+    assert max(map(len, lines)) <= 120
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert [s for s, spec in stages.items() if spec.get("metrics")] == ["report"]
+    outs = {
+        str(next(iter(o))) if isinstance(o, dict) else o
+        for s in stages.values()
+        for o in s.get("outs", [])
+    }
+    for stage in ("train_heads", "synthesize", "dfid", "downstream"):
+        assert f"${{{stage}.metrics_file}}" in outs, stage
+
+
+def test_headline_metrics_on_small_records() -> None:
+    heads = Record({"strong": {"abs_rel": 0.12345}}, "h.json")
+    row = {
+        f"{k}_diff{s}": v
+        for k in ("dfid", "fid", "consistency_abs_rel")
+        for s, v in (("", -1.26), ("_ci_lo", -2.0), ("_ci_hi", 0.04))
+    }
+    dfid = Record(
+        {"reference_variant": "unguided", "vs_unguided": {"dcg": row, "dag": row}}, "d.json"
+    )
+    comparisons = [
+        {"split": "nyu", "set": "labelled+dag", "reference": "labelled", "abs_rel_diff": 0.5},
+        {"split": "world", "set": "labelled+dag", "reference": "labelled", "abs_rel_diff": -0.0123},
+        {"split": "world", "set": "labelled+dcg", "reference": "labelled", "abs_rel_diff": 0.9},
+    ]
+    down = Record(
+        {
+            "world": {"dag": {"abs_rel": 0.2}},
+            "nyu": {"dag": {"abs_rel": 0.3}},
+            "comparisons": comparisons,
+        },
+        "n.json",
+    )
+    got = headline_metrics(heads, dfid, down)
+    assert got == {
+        "heads": 0.123,
+        "cons": -1.26,
+        "cons_lo": -2.0,
+        "cons_hi": 0.04,
+        "dfid": -1.3,
+        "dfid_lo": -2.0,
+        "dfid_hi": 0.0,
+        "fid": -1.3,
+        "fid_lo": -2.0,
+        "fid_hi": 0.0,
+        "net": -0.012,
+    }
+    assert headline_metrics(heads, Record({}, "d.json"), down) == {"heads": 0.123}
+
+
 def test_readme_headline_is_the_committed_metrics_rendered(at_root: Path) -> None:
     """The README's headline table is :func:`headline_table` of the committed metrics."""
     records = committed_records()
@@ -120,6 +213,9 @@ def test_report_stage_deps_cover_every_file_it_reads() -> None:
             assert any(path == d or d in path.parents for d in deps), (name, path)
         outs = [TEMPLATE.sub(value, str(next(iter(o)))) for o in stage["outs"]]
         assert outs == [group["out_file"]]
+        metrics = [TEMPLATE.sub(value, str(next(iter(o)))) for o in stage["metrics"]]
+        assert metrics == [group["headline_file"]]
+        assert not any(Path(group["headline_file"]) in [d, *d.parents] for d in deps)
         checked += 1
     assert checked >= 4  # params.yaml and the complete profiles
 

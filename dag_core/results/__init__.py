@@ -38,13 +38,21 @@ from dag_core.results.markdown import (
     table,
     verdict,
 )
-from dag_core.results.report import GENERATED, headline_rows, headline_table, results_report
+from dag_core.results.report import (
+    GENERATED,
+    HEADLINE_KEYS,
+    headline_metrics,
+    headline_rows,
+    headline_table,
+    results_report,
+)
 from dag_core.results.sweep import MODE_SERIES, sweep_section
 
 __all__ = [
     "DEPTH_LABELS",
     "DOWNSTREAM_KEYS",
     "GENERATED",
+    "HEADLINE_KEYS",
     "MODE_SERIES",
     "NO_DIFFERENCE",
     "PAIRED_LABELS",
@@ -54,6 +62,7 @@ __all__ = [
     "downstream_comparisons",
     "downstream_section",
     "downstream_splits",
+    "headline_metrics",
     "headline_rows",
     "headline_table",
     "heads_section",

@@ -91,6 +91,57 @@ def headline_rows(heads: Record, dfid: Record, downstream: Sequence[Record]) -> 
     return rows + [picked[key] for key in sorted(picked, key=lambda k: k[0])]
 
 
+#: the keys of :func:`headline_metrics`, in order: short, so that ``dvc exp show`` and
+#: ``dvc metrics show`` fit them in a 120-column terminal
+HEADLINE_KEYS = (
+    "heads",
+    "cons",
+    "cons_lo",
+    "cons_hi",
+    "dfid",
+    "dfid_lo",
+    "dfid_hi",
+    "fid",
+    "fid_lo",
+    "fid_hi",
+    "net",
+)
+
+
+def headline_metrics(heads: Record, dfid: Record, downstream: Record) -> dict[str, float]:
+    """The run's headline as eleven scalars, rounded as the report rounds them (``dvc exp show``).
+
+    The contrast of :func:`headline_rows` (the last variant ``dfid`` compares with its
+    reference, ``dag`` − ``unguided``), from this pipeline's own records only, so that
+    experiments compare: ``heads``, MLP-S held-out AbsRel at t = 0; ``cons``, ``dfid``,
+    ``fid``, the paired differences of consistency AbsRel, dFID and FID, each with its CI bounds
+    (``_lo``, ``_hi``); ``net``, the downstream net's AbsRel difference on the world test
+    split (else the first), labelled+set − labelled: what the synthetic pairs add to the labels
+    (set − reference, and the rest, are in the report). AbsRel values keep 3 decimals, dFID and
+    FID 1. A value its record lacks is left out.
+    """
+    h, d = heads.data, dfid.data
+    require(h, ("strong",), heads.path)
+    out: dict[str, float] = {"heads": h["strong"]["abs_rel"]}
+    ref = d.get("reference_variant")
+    paired = d.get(f"vs_{ref}") if ref else None
+    if paired:
+        name, row = list(paired.items())[-1]
+        for key, short in (("consistency_abs_rel", "cons"), ("dfid", "dfid"), ("fid", "fid")):
+            if f"{key}_diff" in row:
+                out[short] = row[f"{key}_diff"]
+                out[f"{short}_lo"] = row[f"{key}_diff_ci_lo"]
+                out[f"{short}_hi"] = row[f"{key}_diff_ci_hi"]
+        splits = list(downstream_splits(downstream.data))
+        split = "world" if "world" in splits else (splits[0] if splits else None)
+        for c in downstream_comparisons(downstream.data):
+            pair = (c["set"], c["reference"], str(c["split"]))
+            if pair == (f"labelled+{name}", "labelled", split):
+                out["net"] = c["abs_rel_diff"]
+    digits = {k: 1 if k.startswith(("dfid", "fid")) else 3 for k in HEADLINE_KEYS}
+    return {k: round(float(out[k]), digits[k]) for k in HEADLINE_KEYS if k in out}
+
+
 def headline_table(heads: Record, dfid: Record, downstream: Sequence[Record]) -> str:
     """:func:`headline_rows` as a Markdown table (the README's and the report's)."""
     return table(

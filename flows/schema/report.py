@@ -56,6 +56,7 @@ class ReportParams(StageParams):
     downstream: Section
     downstream_extra: list[ExtraSection]
     out_file: OutFile
+    headline_file: OutFile
 
     @classmethod
     def sections(cls, p: dict[str, Any]) -> Iterator[tuple[str, str, str | None]]:
@@ -67,10 +68,13 @@ class ReportParams(StageParams):
 
     @classmethod
     def check(cls, p: dict[str, Any]) -> None:
-        out = Path(p["out_file"]).resolve()
-        for key, path, _ in cls.sections(p):
-            if Path(path).resolve() == out:
-                raise ParamError(cls.key("out_file"), p["out_file"], f"is also {key}")
+        for name in ("out_file", "headline_file"):
+            out = Path(p[name]).resolve()
+            for key, path, _ in cls.sections(p):
+                if Path(path).resolve() == out:
+                    raise ParamError(cls.key(name), p[name], f"is also {key}")
+        if Path(p["headline_file"]).resolve() == Path(p["out_file"]).resolve():
+            raise ParamError(cls.key("headline_file"), p["headline_file"], "is also out_file")
 
     @classmethod
     def plots(cls, p: dict[str, Any]) -> Iterator[tuple[str, str]]:
