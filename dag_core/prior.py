@@ -80,6 +80,7 @@ def train_prior(
     log: Callable[[str], None] = print,
     device: str | torch.device = "cpu",
     snapshot: TrainState | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Path:
     """Train ε_φ by the DDPM ε-objective  E‖η − ε_φ(√ᾱ_τ d + √(1−ᾱ_τ) η, τ)‖²  on normalised depth.
 
@@ -87,7 +88,8 @@ def train_prior(
     ``config.resolution``. The output directory is replaced atomically; returns its path.
     Trains on ``device`` (noise and τ drawn on the CPU from the seed). ``snapshot``: continue
     from its saved state and save the loop's state there as it goes (a stopped run resumes to
-    the same bytes; :class:`~dag_core.resumable.TrainState`).
+    the same bytes; :class:`~dag_core.resumable.TrainState`). ``progress(steps_done)`` is
+    called after every step (e.g. a progress bar's update; None: not called).
     """
     out_dir = Path(out_dir)
     generator = torch.Generator().manual_seed(config.seed)
@@ -117,6 +119,8 @@ def train_prior(
         loss.backward()
         optimizer.step()
         rows.append((step, loss.item()))
+        if progress is not None:
+            progress(step + 1)
         if step % every == 0 or step == config.steps - 1:
             log(f"prior step {step + 1}/{config.steps} loss {loss.item():.4f}")
         if snapshot is not None and snapshot.due() and step + 1 < config.steps:

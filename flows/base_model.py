@@ -22,6 +22,7 @@ from flows._cli import check_runtime
 from flows._params import stage_defaults
 from flows.schema.base import validate
 from flows.schema.base_model import BaseModelParams
+from tasks.artifacts import written
 from tasks.base_model import pin_pretrained_base_model, train_embedded_base_model
 
 D = stage_defaults("base_model")
@@ -40,5 +41,8 @@ def base_model(
     p = validate(BaseModelParams, locals())
     runtime = check_runtime(p["runtime"])
     if p["pretrained"]:
-        return pin_pretrained_base_model(p["out_dir"], p["pretrained"])
-    return train_embedded_base_model(p["out_dir"], p["train"], runtime, p["render_workers"])
+        out = pin_pretrained_base_model(p["out_dir"], p["pretrained"])
+    else:
+        out = train_embedded_base_model(p["out_dir"], p["train"], runtime, p["render_workers"])
+    written("base_model", [out])
+    return out

@@ -28,6 +28,7 @@ from flows._params import stage_defaults
 from flows.schema.base import validate
 from flows.schema.checks import synthetic_variants
 from flows.schema.dfid import DfidParams
+from tasks.artifacts import dfid_artifacts
 from tasks.evaluation import compute_dfid
 
 D = stage_defaults("dfid")
@@ -69,4 +70,5 @@ def dfid(
         runtime,
         p["floor"],
     )
+    dfid_artifacts(p["metrics_file"])
     return p["metrics_file"]

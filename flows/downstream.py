@@ -35,6 +35,7 @@ import shutil
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from dag_core.atomic import replace_dir
@@ -46,6 +47,7 @@ from flows._cli import check_runtime
 from flows._params import stage_defaults
 from flows.schema.base import validate
 from flows.schema.downstream import DownstreamParams, branch_sources, curve_sets, expanded_sets
+from tasks.artifacts import Progress, downstream_artifacts
 from tasks.downstream import evaluate_training_nets, fit_training_set, relabel_training_set
 
 D = stage_defaults("downstream")
@@ -59,10 +61,16 @@ def fit_depth_nets(jobs: list[dict[str, Any]], after: dict[int, int]) -> list[st
     Ctrl-C / SIGTERM stop the nets training in other threads as well (:func:`dag_core.interrupt.
     stop_work`), so the run stops at once."""
     futures: list[Any] = []
-    with stop_work_on_interrupt():
+    with (
+        stop_work_on_interrupt(),
+        Progress("depth nets trained", len(jobs), "downstream-nets") as progress,
+    ):
         for i, job in enumerate(jobs):
             wait = [futures[after[i]]] if i in after else None
             futures.append(fit_training_set.submit(**job, wait_for=wait))
+        for future in as_completed(futures):
+            future.result()
+            progress.advance()
         return [f.result() for f in futures]
 
 
@@ -219,4 +227,5 @@ def downstream(
             for name in relabelled:
                 shutil.copytree(data[name], tmp / "_relabelled" / name)
         shutil.rmtree(work, ignore_errors=True)  # every net is in models_dir now
+    downstream_artifacts(p["models_dir"], p["metrics_file"], p["table_file"])
     return metrics

@@ -21,6 +21,7 @@ from flows._cli import check_runtime
 from flows._params import stage_defaults
 from flows.schema.base import validate
 from flows.schema.label_subset import LabelSubsetParams
+from tasks.artifacts import written
 from tasks.label_subset import write_label_subset
 
 D = stage_defaults("label_subset")
@@ -50,7 +51,7 @@ def label_subset(
     p = validate(LabelSubsetParams, locals())
     check_runtime(p["runtime"])
     res = p["resolution"] or model_resolution(p["base_model"])
-    return write_label_subset(
+    out = write_label_subset(
         p["out_dir"],
         source=p["source"],
         resolution=res,
@@ -62,3 +63,5 @@ def label_subset(
         split=p["split"],
         depth_dtype=p["depth_dtype"],
     )
+    written("label_subset", [f"{out}/train", f"{out}/heldout"])
+    return out

@@ -21,6 +21,7 @@ from flows._cli import check_runtime
 from flows._params import stage_defaults
 from flows.schema.base import validate
 from flows.schema.probe_heads import ProbeHeadsParams
+from tasks.artifacts import link, written
 from tasks.heads import run_probes
 
 D = stage_defaults("probe_heads")
@@ -44,7 +45,7 @@ def probe_heads(
     (``layers``: null = every decoder layer)."""
     p = validate(ProbeHeadsParams, locals())
     runtime = check_runtime(p["runtime"])
-    return run_probes(
+    out = run_probes(
         p["base_model"],
         p["labelled"],
         p["t"],
@@ -57,3 +58,6 @@ def probe_heads(
         p["out_dir"],
         runtime,
     )
+    written("probe_heads", [out])
+    link("probe-heads-figure", f"{out}/probes.png", "probe figure (Fig. 4)")
+    return out

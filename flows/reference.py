@@ -31,6 +31,7 @@ from flows._cli import check_runtime
 from flows._params import stage_defaults
 from flows.schema.base import validate
 from flows.schema.reference import ReferenceParams
+from tasks.artifacts import written
 from tasks.evaluation import fit_depth_net, write_real_features, write_world_reference
 
 D = stage_defaults("reference")
@@ -57,6 +58,8 @@ def reference(
     data_dir = p["data_dir"]
     write_world_reference(data_dir, p["resolution"], p["n_train"], p["n_test"], p["n_floor"])
     fit_depth_net([f"{data_dir}/train"], p["out_dir"], p["config"], p["norm"], runtime)
-    return write_real_features(
+    out = write_real_features(
         f"{data_dir}/test", p["out_dir"], p["extractor"], p["fid_batch_size"], runtime
     )
+    written("reference", [data_dir, p["out_dir"]])
+    return out

@@ -25,6 +25,7 @@ from prefect import flow
 from flows._params import stage_defaults
 from flows.schema.base import validate
 from flows.schema.report import ReportParams
+from tasks.artifacts import report_artifacts
 from tasks.report import write_results_report
 
 D = stage_defaults("report")
@@ -45,4 +46,6 @@ def report(
     records also ``{title, command}``) rendered as one Markdown measurement record; and
     ``headline_file``, the headline scalars that ``dvc exp show`` displays."""
     p = validate(ReportParams, locals())
-    return write_results_report(p)
+    out = write_results_report(p)
+    report_artifacts(out, p["headline_file"], p["synthesis"]["plots"])
+    return out

@@ -24,6 +24,7 @@ from flows._cli import check_runtime
 from flows._params import stage_defaults
 from flows.schema.base import validate
 from flows.schema.sweep import SweepParams
+from tasks.artifacts import link, written
 from tasks.sweep import guidance_sweep
 
 D = stage_defaults("sweep")
@@ -65,7 +66,7 @@ def sweep(
     (``floor_*`` columns, dashed lines)."""
     p = validate(SweepParams, locals())
     runtime = check_runtime(p["runtime"])
-    return guidance_sweep(
+    out = guidance_sweep(
         models={"base_model": p["base_model"], "heads": p["heads"], "prior": p["prior"]},
         evaluation={
             "real": p["real"],
@@ -87,3 +88,7 @@ def sweep(
         figure=p["figure"],
         runtime=runtime,
     )
+    written("sweep", [out, *([p["figure"]] if p["figure"] else [])])
+    if p["figure"]:
+        link("sweep-figure", p["figure"], "sweep figure (Fig. 8)")
+    return out

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.futures import as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from dag_core.atomic import write_text_atomic
@@ -46,6 +47,7 @@ from flows._params import stage_defaults
 from flows.schema.base import validate
 from flows.schema.synthesize import SynthesizeParams
 from flows.schema.task_runner import TaskRunnerConfig
+from tasks.artifacts import Progress, synthesis_artifacts
 from tasks.synthesis_report import write_synthesis_report
 from tasks.synthesize import (
     cached_models,
@@ -58,6 +60,10 @@ from tasks.synthesize import (
 __all__ = ["RunInterrupted", "make_task_runner", "render_shards", "synthesize"]
 
 D = stage_defaults("synthesize")
+
+#: the running synthesis's shard count (its progress bar and Prefect progress artifact), which
+#: :func:`render_shards` advances as each shard is written
+_shards: list[Progress] = []
 
 
 def make_task_runner(config: dict[str, Any] | TaskRunnerConfig | None) -> TaskRunner:
@@ -108,6 +114,10 @@ def render_shards(jobs: list[dict[str, Any]]) -> list[str]:
     stop_work`), so the runner's shutdown does not wait for them."""
     with stop_work_on_interrupt():
         futures = [render_shard_task.submit(**job) for job in jobs]
+        for future in as_completed(futures):
+            future.result()
+            for progress in _shards:
+                progress.advance()
         return [f.result() for f in futures]
 
 
@@ -217,9 +227,18 @@ def synthesize(
     root.mkdir(parents=True, exist_ok=True)
     spec_path = root / "_run_spec.json"
     write_text_atomic(spec_path, json.dumps(spec.__dict__, indent=2, sort_keys=True) + "\n")
-    with reporting_progress(lambda: shards_written(root, spec)):
-        for variant in settings:
-            _render_variant(p, spec, spec_path, variant, runner, runtime)
+    total = spec.num_shards * len(settings)
+    done = int(shards_written(root, spec).split("/")[0])
+    with (
+        reporting_progress(lambda: shards_written(root, spec)),
+        Progress("shards written", total, "synthesize-shards", done=done) as progress,
+    ):
+        _shards.append(progress)
+        try:
+            for variant in settings:
+                _render_variant(p, spec, spec_path, variant, runner, runtime)
+        finally:
+            _shards.remove(progress)
     others = sorted(
         d.name for d in root.iterdir() if d.name not in settings and (d / SPEC_NAME).exists()
     )
@@ -241,4 +260,5 @@ def synthesize(
             report_dir,
             runtime,
         )
+    synthesis_artifacts(out_dir, list(settings), metrics_file, report_dir)
     return out_dir

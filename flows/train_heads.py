@@ -22,6 +22,7 @@ from flows._cli import check_runtime
 from flows._params import stage_defaults
 from flows.schema.base import validate
 from flows.schema.train_heads import TrainHeadsParams
+from tasks.artifacts import heads_artifacts
 from tasks.heads import evaluate_heads, fit_heads
 
 D = stage_defaults("train_heads")
@@ -52,4 +53,5 @@ def train_heads(
         p["plots_file"],
         runtime,
     )
+    heads_artifacts(p["out_dir"], p["metrics_file"])
     return p["out_dir"]

@@ -24,6 +24,7 @@ from flows._cli import check_runtime
 from flows._params import stage_defaults
 from flows.schema.base import validate
 from flows.schema.train_prior import TrainPriorParams
+from tasks.artifacts import written
 from tasks.prior import fit_prior
 
 D = stage_defaults("train_prior")
@@ -42,7 +43,7 @@ def train_prior(
     """Train ε_φ and write it to ``out_dir`` as a diffusers folder (safetensors)."""
     p = validate(TrainPriorParams, locals())
     runtime = check_runtime(p["runtime"])
-    return fit_prior(
+    out = fit_prior(
         p["labelled"],
         p["heads"],
         p["out_dir"],
@@ -51,3 +52,5 @@ def train_prior(
         p["extra_depth"],
         runtime,
     )
+    written("train_prior", [out])
+    return out

@@ -33,6 +33,7 @@ from dag_core.resumable import forget, mark_done
 from dag_core.runtime import use_runtime
 from dag_core.shards import read_samples
 from tasks import run_logger, stage_task
+from tasks.artifacts import Progress
 
 
 @stage_task
@@ -97,7 +98,12 @@ def fit_training_set(
 
     key = f"downstream.train_sets.{name}.drop_uncertain"
     note_unscored([data], ts.drop_uncertain, key, run_logger().info)
-    with work_thread(), rt.autocast(device):  # work_thread: Ctrl-C stops it in any thread
+    seed = cfg.seed
+    with (
+        work_thread(),  # Ctrl-C stops it in any thread
+        rt.autocast(device),
+        Progress(f"{name} seed {seed}: depth net steps", cfg.steps) as progress,
+    ):
         model, rows = train_depth_net(
             [data],
             cfg,
@@ -111,6 +117,7 @@ def fit_training_set(
             device=device,
             branch_to=branch_to,
             branch_from=branch_from,
+            progress=progress,
         )
     pairs = count_pairs([data], limit, ts.drop_uncertain)
     record = {"name": name, **ts.to_dict(), "pairs": pairs, "kept": chosen_step(rows)}

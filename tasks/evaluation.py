@@ -25,6 +25,7 @@ from dag_core.runtime import use_runtime
 from dag_core.shards import Sample, read_arrays, read_samples, write_dataset
 from dag_core.world import iter_scenes
 from tasks import config_from_params, run_logger, stage_task
+from tasks.artifacts import Progress
 
 REFERENCE_SEED_BASE = 100_000_000  # disjoint from label-subset and prior scenes
 
@@ -72,8 +73,13 @@ def fit_depth_net(
     cfg = downstream_config(config)
     depth_norm = DepthNorm.from_dict(norm)
     rt, device = use_runtime(runtime)
-    with rt.autocast(device):
-        model, _ = train_depth_net(train_dirs, cfg, depth_norm, log=logger.info, device=device)
+    with (
+        rt.autocast(device),
+        Progress("reference estimator steps", cfg.steps, "reference-steps") as progress,
+    ):
+        model, _ = train_depth_net(
+            train_dirs, cfg, depth_norm, log=logger.info, device=device, progress=progress
+        )
     with replace_dir(out_dir) as tmp:
         save_depth_net(model, cfg, depth_norm, tmp)
     return out_dir

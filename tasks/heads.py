@@ -27,6 +27,7 @@ from dag_core.resumable import input_digest, training_snapshot
 from dag_core.runtime import use_runtime
 from dag_core.shards import load_tensors
 from tasks import config_from_params, run_logger, stage_task
+from tasks.artifacts import Progress
 
 #: the fit's wall time in the heads folder (listed in .dvcignore: not part of the output's hash)
 TRAIN_TIME_FILE = "train_time.json"
@@ -91,7 +92,10 @@ def fit_heads(
         "runtime": runtime,
     }
     with training_snapshot(out_dir, key, cfg.steps, "heads") as snapshot:
-        with rt.autocast(device):
+        with (
+            rt.autocast(device),
+            Progress("heads training steps", cfg.steps, "train-heads-steps") as progress,
+        ):
             heads, log_rows = train_heads(
                 base.unet,
                 base.scheduler,
@@ -101,6 +105,7 @@ def fit_heads(
                 base_hash=model_hash(base.unet),
                 log=logger.info,
                 snapshot=snapshot,
+                progress=progress,
             )
         timing = {
             "train_seconds": round(time.perf_counter() - start, 1),

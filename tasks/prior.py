@@ -18,6 +18,7 @@ from dag_core.runtime import use_runtime
 from dag_core.shards import load_tensors
 from dag_core.world import render
 from tasks import config_from_params, run_logger, stage_task
+from tasks.artifacts import Progress
 
 EXTRA_WORLD_SEED_BASE = 50_000_000  # disjoint from label-subset scenes (seeds < 1e6)
 
@@ -89,8 +90,18 @@ def fit_prior(
         training_snapshot(out_dir, key, cfg.steps, "prior") as snapshot,
         replace_dir(out_dir) as tmp,
         rt.autocast(device),
+        Progress("prior training steps", cfg.steps, "train-prior-steps") as progress,
     ):
-        train_prior(batches, tmp, cfg, norm, log=logger.info, device=device, snapshot=snapshot)
+        train_prior(
+            batches,
+            tmp,
+            cfg,
+            norm,
+            log=logger.info,
+            device=device,
+            snapshot=snapshot,
+            progress=progress,
+        )
     return out_dir
 
 

@@ -168,6 +168,7 @@ def train_depth_net(
     device: str | torch.device = "cpu",
     branch_to: str | Path | None = None,
     branch_from: str | Path | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[DepthNet, list[dict[str, float]]]:
     """Train a :class:`DepthNet` for exactly ``config.steps`` steps; deterministic in the seed.
 
@@ -187,6 +188,7 @@ def train_depth_net(
             :func:`branch_step` to this file (for a ``finetune`` run of the same pairs).
         branch_from: ``finetune`` runs: start from that state (DagError unless it was saved
             by the ``alone`` run of the same data, config, limit, filter and validation set).
+        progress: Called with the steps done after every step (e.g. a progress bar's update).
 
     Returns:
         The network (eval mode, CPU; the best validation weights when ``validation`` is given)
@@ -241,6 +243,8 @@ def train_depth_net(
             if row["val_abs_rel"] < best[0]:
                 best = (row["val_abs_rel"], copy.deepcopy(model.state_dict()))
         rows.append(row)
+        if progress is not None:
+            progress(step)
         if step % every == 0 or step == config.steps:
             extra = f", validation AbsRel {row['val_abs_rel']:.4f}" if "val_abs_rel" in row else ""
             log(f"depth net step {step}/{config.steps}: {config.loss} {row['loss']:.4f}{extra}")

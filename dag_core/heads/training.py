@@ -103,6 +103,7 @@ def fit_pixel_heads(
     timestep: int | None = None,
     log: Callable[[str], None] = print,
     snapshot: TrainState | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> list[dict[str, float]]:
     """Train several heads at once on one frozen-U-Net forward per batch.
 
@@ -113,7 +114,8 @@ def fit_pixel_heads(
     over ``config.steps``. Returns one row {"step", "loss_<name>", ...} per step. ``snapshot``:
     continue from its saved state (the batches of the steps already done are drawn and skipped)
     and save the loop's state there as it goes, so a stopped run resumes to the same bytes
-    (:class:`~dag_core.resumable.TrainState`).
+    (:class:`~dag_core.resumable.TrainState`). ``progress(steps_done)`` is called after every
+    step (e.g. a progress bar's update; None: not called).
     """
     num_t = int(scheduler.config.num_train_timesteps)
     t_high = min(config.t_max or num_t, num_t)
@@ -185,6 +187,8 @@ def fit_pixel_heads(
                 row: dict[str, float] = {"step": step}
                 row.update({f"loss_{name}": loss.item() for name, loss in losses.items()})
                 rows.append(row)
+                if progress is not None:
+                    progress(step + 1)
                 if step % every == 0 or step == config.steps - 1:
                     log(" ".join(f"{k}={v:.4g}" for k, v in row.items()))
                 if snapshot is not None and snapshot.due() and step + 1 < config.steps:
@@ -223,6 +227,7 @@ def train_heads(
     base_hash: str | None = None,
     log: Callable[[str], None] = print,
     snapshot: TrainState | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[DepthHeads, list[dict[str, float]]]:
     """Train MLP-S and MLP-W together on a frozen U-Net; deterministic in ``config.seed``.
 
@@ -234,8 +239,8 @@ def train_heads(
     With ``config.ensemble`` = K > 1 the K strong members are trained side by side with the weak
     head, each on its own L1 loss, on the same U-Net forward, noise, t and pixels per step (so
     member 0 follows the same path as the single head of K = 1); the rows hold
-    "loss_s0" … "loss_s{K-1}" and "loss_w". ``snapshot``: resume and save the loop's state
-    (:func:`fit_pixel_heads`).
+    "loss_s0" … "loss_s{K-1}" and "loss_w". ``snapshot``: resume and save the loop's state;
+    ``progress``: told the steps done (:func:`fit_pixel_heads`).
     """
     layers = decoder_layers(unet)
     check_blocks(layers, (*config.strong_blocks, *config.weak_blocks))
@@ -257,6 +262,14 @@ def train_heads(
     }
     trained["w"] = (config.weak_blocks, heads.weak)
     rows = fit_pixel_heads(
-        unet, scheduler, stream, trained, config, norm, log=log, snapshot=snapshot
+        unet,
+        scheduler,
+        stream,
+        trained,
+        config,
+        norm,
+        log=log,
+        snapshot=snapshot,
+        progress=progress,
     )
     return heads.eval(), rows
