@@ -35,7 +35,6 @@ import shutil
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from dag_core.atomic import replace_dir
@@ -68,10 +67,11 @@ def fit_depth_nets(jobs: list[dict[str, Any]], after: dict[int, int]) -> list[st
         for i, job in enumerate(jobs):
             wait = [futures[after[i]]] if i in after else None
             futures.append(fit_training_set.submit(**job, wait_for=wait))
-        for future in as_completed(futures):
-            future.result()
+        paths = []
+        for future in futures:  # in submission order: the count lags, the waiting is unchanged
+            paths.append(future.result())
             progress.advance()
-        return [f.result() for f in futures]
+        return paths
 
 
 @flow(name="downstream", persist_result=False)

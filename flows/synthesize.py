@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.futures import as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from dag_core.atomic import write_text_atomic
@@ -114,11 +113,12 @@ def render_shards(jobs: list[dict[str, Any]]) -> list[str]:
     stop_work`), so the runner's shutdown does not wait for them."""
     with stop_work_on_interrupt():
         futures = [render_shard_task.submit(**job) for job in jobs]
-        for future in as_completed(futures):
-            future.result()
+        paths = []
+        for future in futures:  # in submission order: the count lags, the waiting is unchanged
+            paths.append(future.result())
             for progress in _shards:
                 progress.advance()
-        return [f.result() for f in futures]
+        return paths
 
 
 def shards_written(root: Path, spec: SynthesisSpec) -> str:

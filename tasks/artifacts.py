@@ -81,9 +81,10 @@ class Progress:
     progress artifact, both updated at a coarse cadence (every ``every`` of the total or
     ``seconds`` seconds, whichever comes first; never per step).
 
-    Call it with the number of units done (``progress(k)``); use it as a context manager so the
-    bar closes and the artifact reaches its final value. ``key``: the artifact's key (None: no
-    artifact, e.g. several nets training side by side report to one flow-level artifact).
+    Call it with the number of units done (``progress(k)``); it closes when ``k`` reaches the
+    total, or on leaving it as a context manager (the artifact then holds the final count).
+    ``key``: the artifact's key (None: a bar only, e.g. one of several nets training side by
+    side, which report to one flow-level artifact).
     """
 
     def __init__(
@@ -110,6 +111,7 @@ class Progress:
             dynamic_ncols=interactive,
             leave=True,
         )
+        self.closed = False
         self.artifact: UUID | None = None
         if key is not None and in_run():
             self.artifact = create_progress_artifact(
@@ -131,6 +133,8 @@ class Progress:
         if self.artifact is not None and due and done < self.total:
             self._send(done)
             self._at = now
+        if done >= self.total:
+            self.close()
 
     def advance(self, n: int = 1) -> None:
         """``n`` more units are finished."""
@@ -145,6 +149,9 @@ class Progress:
 
     def close(self) -> None:
         """Close the bar; the artifact gets the final count."""
+        if self.closed:
+            return
+        self.closed = True
         self.bar.close()
         if self.artifact is not None and self._sent != self.done:
             self._send(self.done)
@@ -159,6 +166,12 @@ class Progress:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def feature_bars(what: str, total: int) -> Progress:
+    """A progress bar (no artifact) for one feature extraction of ``total`` images
+    (:class:`dag_core.metrics.scorer.Scorer`'s ``progress``); it closes itself when done."""
+    return Progress(what, total)
 
 
 # --- each stage's artifacts, from the files it wrote ---------------------------------------

@@ -25,7 +25,7 @@ from dag_core.runtime import use_runtime
 from dag_core.shards import Sample, read_arrays, read_samples, write_dataset
 from dag_core.world import iter_scenes
 from tasks import config_from_params, run_logger, stage_task
-from tasks.artifacts import Progress
+from tasks.artifacts import Progress, feature_bars
 
 REFERENCE_SEED_BASE = 100_000_000  # disjoint from label-subset and prior scenes
 
@@ -96,7 +96,9 @@ def write_real_features(
     """Compute the real set's Inception features (images, and ``estimator``'s depth) and store
     them in the estimator's folder (:meth:`~dag_core.metrics.scorer.Scorer.save_real`)."""
     _, device = use_runtime(runtime)
-    score = load_scorer(real, estimator, extractor, batch_size, n_boot=10, device=device)
+    score = load_scorer(
+        real, estimator, extractor, batch_size, n_boot=10, device=device, progress=feature_bars
+    )
     path = score.save_real(Path(estimator) / REAL_FEATURES_FILE)
     run_logger().info("features of %s (%d images) stored in %s", real, score.n_real, path)
     return str(path)
@@ -131,7 +133,9 @@ def compute_dfid(
     images = {v: read_arrays(Path(synthetic) / v, max_samples) for v in variants}
     n_max = max(len(rgb) for rgb, _ in images.values())
     floor_pairs = read_floor(floor, n_max, "dfid") if floor else None
-    score = load_scorer(real, estimator, extractor, batch_size, n_boot, device)
+    score = load_scorer(
+        real, estimator, extractor, batch_size, n_boot, device, progress=feature_bars
+    )
     logger.info("real set %s: features %s", real, score.real_source)
     sets = {v: score.features(*pairs) for v, pairs in images.items()}
     results = compare_variants(

@@ -33,6 +33,7 @@ from dag_core.sweep import (
     write_sweep_csvs,
 )
 from tasks import run_logger, stage_task
+from tasks.artifacts import feature_bars
 from tasks.synthesize import cached_models
 
 
@@ -70,7 +71,7 @@ def guidance_sweep(
     floor_pairs = read_floor(floor, n, "sweep") if floor else None
     rt, device = use_runtime(runtime)
     loaded = cached_models(models["base_model"], models["heads"], models["prior"], rt)
-    score = load_scorer(**evaluation, device=device)
+    score = load_scorer(**evaluation, device=device, progress=feature_bars)
     run_logger().info("real set %s: features %s", evaluation["real"], score.real_source)
 
     with held_resume_dir(out_dir) as work:  # each rendered point is kept until the CSVs are out

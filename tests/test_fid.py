@@ -30,6 +30,7 @@ from dag_core.metrics.fid import (
     fid_from_statistics,
     fid_statistics,
     fidhelper_weights,
+    inception_features,
     resolve_extractor,
     torch_fidelity_weights,
 )
@@ -104,6 +105,14 @@ def test_statistics_path_equals_calculate_metrics(
     assert a["mu"].shape == (2048,) and b["sigma"].shape == (2048, 2048)
     value = fid_from_statistics(a, b)
     assert value == pytest.approx(fid_values["shifted_one_batch"], rel=1e-4)
+
+
+def test_feature_extraction_reports_its_progress(images: torch.Tensor) -> None:
+    """``progress`` is told the images read, up to all of them; the features are unchanged."""
+    seen: list[int] = []
+    features = inception_features(images[:3], batch_size=2, progress=seen.append)
+    assert max(seen) == 3 and seen[-1] == 3 and set(seen) == {1, 2, 3}
+    assert np.array_equal(features, inception_features(images[:3], batch_size=2))
 
 
 def tf1_resize(x: np.ndarray, size: int) -> np.ndarray:

@@ -19,7 +19,7 @@ import torch
 from dag_core.errors import DagError
 from dag_core.metrics.effect import CONFIDENCE
 from dag_core.metrics.fid import resolve_extractor
-from dag_core.metrics.scorer import GeneratedSet, Scorer
+from dag_core.metrics.scorer import GeneratedSet, ProgressFactory, Scorer
 from dag_core.shards import read_arrays
 
 
@@ -30,8 +30,10 @@ def load_scorer(
     batch_size: int,
     n_boot: int,
     device: torch.device | str | None = None,
+    progress: ProgressFactory | None = None,
 ) -> Scorer:
-    """The real image set's features and the dFID depth estimator, computed/loaded once."""
+    """The real image set's features and the dFID depth estimator, computed/loaded once
+    (``progress``: the feature extractions' progress callbacks, :class:`Scorer`)."""
     return Scorer(
         read_arrays(real, depth=False)[0],
         estimator,
@@ -39,6 +41,7 @@ def load_scorer(
         batch_size=batch_size,
         n_boot=n_boot,
         device=device,
+        progress=progress,
     )
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import warnings
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -137,15 +138,19 @@ def resolve_extractor(name: str = "auto") -> str:
 
 
 class _Images(Dataset):
-    """uint8 (N, 3, H, W) images as the torch Dataset torch-fidelity consumes."""
+    """uint8 (N, 3, H, W) images as the torch Dataset torch-fidelity consumes; ``progress(k)``
+    is told each image k read (torch-fidelity's loader reads them in order, in this process)."""
 
-    def __init__(self, images: torch.Tensor) -> None:
+    def __init__(self, images: torch.Tensor, progress: Callable[[int], None] | None = None) -> None:
         self.images = images
+        self.progress = progress
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     def __getitem__(self, i: int) -> torch.Tensor:
+        if self.progress is not None:
+            self.progress(i + 1)
         return self.images[i]
 
 
@@ -214,12 +219,14 @@ def inception_features(
     batch_size: int = 50,
     extractor: str = "auto",
     device: torch.device | str | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Inception-v3 pool features (N, 2048) float64 of uint8 images, by torch-fidelity's loop.
 
     The raw features behind :func:`fid_statistics`; bootstrap CIs, KID and precision/recall
     (:mod:`dag_core.metrics.effect`) need them. ``device`` (default: CUDA when available) picks
-    where Inception runs; ``cuda:N`` runs on that GPU.
+    where Inception runs; ``cuda:N`` runs on that GPU. ``progress(k)``: told the images read
+    (e.g. a progress bar's update).
     """
     name, kwargs = _extractor_settings(batch_size, extractor)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -228,7 +235,7 @@ def inception_features(
     with gpu:
         extractor_module = create_feature_extractor(name, [FID_FEATURE], cuda=cuda, **kwargs)
         features = get_featuresdict_from_dataset(
-            _Images(_as_nchw_uint8(images, "image set")),
+            _Images(_as_nchw_uint8(images, "image set"), progress),
             extractor_module,
             batch_size,
             cuda,

@@ -20,6 +20,7 @@ computed as before.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,9 +90,15 @@ class GeneratedSet:
         return len(self.image_features)
 
 
+#: makes a progress callback for a feature extraction: (what, number of images) → ``f(k)``
+ProgressFactory = Callable[[str, int], Callable[[int], None]]
+
+
 class Scorer:
     """The real set's features (computed once) and a reference depth estimator, on ``device``
-    (Inception and the estimator; the statistics are computed in float64 on the CPU)."""
+    (Inception and the estimator; the statistics are computed in float64 on the CPU).
+    ``progress``: makes a callback told the images read by each feature extraction (e.g. a
+    progress bar; None: none)."""
 
     def __init__(
         self,
@@ -103,7 +110,9 @@ class Scorer:
         n_boot: int = 500,
         seed: int = 0,
         device: torch.device | str | None = None,
+        progress: ProgressFactory | None = None,
     ) -> None:
+        self.progress = progress
         self.net, net_config, self.norm = load_depth_net(estimator)
         self.device = torch.device(device or "cpu")
         self.net.to(self.device)
@@ -121,7 +130,7 @@ class Scorer:
         self.real_stored = stored is not None
         if stored is None:
             stored = (
-                inception_features(real_rgb, **self.kw),
+                self._inception(real_rgb, "real images"),
                 self._depth_features(self.estimate(real_rgb)),
             )
         self.real_images, self.real_depth = RealFeatures(stored[0]), RealFeatures(stored[1])
@@ -151,9 +160,13 @@ class Scorer:
             [predict_depth(self.net, c, self.norm, self.resolution) for c in chunks]
         )
 
+    def _inception(self, images: np.ndarray, what: str) -> np.ndarray:
+        bar = self.progress(f"Inception features, {what}", len(images)) if self.progress else None
+        return inception_features(images, **self.kw, progress=bar)
+
     def _depth_features(self, depth: np.ndarray) -> np.ndarray:
         lo, hi = self.norm.min_depth, self.norm.max_depth
-        return inception_features(depth_to_rgb8(depth, min_depth=lo, max_depth=hi), **self.kw)
+        return self._inception(depth_to_rgb8(depth, min_depth=lo, max_depth=hi), "depth maps")
 
     def features(self, rgb: np.ndarray, labels: np.ndarray | None = None) -> GeneratedSet:
         """Features of generated images (N, H, W, 3) uint8; ``labels`` (N, h, w) metres are the
@@ -177,7 +190,7 @@ class Scorer:
             labels = np.where(bad, hi, labels)
             scores = consistency(np.clip(labels, lo, hi), est[:, 0].numpy().clip(lo, hi))
         return GeneratedSet(
-            inception_features(rgb, **self.kw), self._depth_features(estimated), scores, nonfinite
+            self._inception(rgb, "images"), self._depth_features(estimated), scores, nonfinite
         )
 
     def summary(
