@@ -46,7 +46,7 @@ from flows._params import stage_defaults
 from flows.schema.base import validate
 from flows.schema.synthesize import SynthesizeParams
 from flows.schema.task_runner import TaskRunnerConfig
-from tasks.artifacts import Progress, synthesis_artifacts
+from tasks.artifacts import Progress, advance, synthesis_artifacts
 from tasks.synthesis_report import write_synthesis_report
 from tasks.synthesize import (
     cached_models,
@@ -59,10 +59,8 @@ from tasks.synthesize import (
 __all__ = ["RunInterrupted", "make_task_runner", "render_shards", "synthesize"]
 
 D = stage_defaults("synthesize")
-
-#: the running synthesis's shard count (its progress bar and Prefect progress artifact), which
-#: :func:`render_shards` advances as each shard is written
-_shards: list[Progress] = []
+#: the Prefect progress artifact of the shards written
+SHARDS_KEY = "synthesize-shards"
 
 
 def make_task_runner(config: dict[str, Any] | TaskRunnerConfig | None) -> TaskRunner:
@@ -116,8 +114,7 @@ def render_shards(jobs: list[dict[str, Any]]) -> list[str]:
         paths = []
         for future in futures:  # in submission order: the count lags, the waiting is unchanged
             paths.append(future.result())
-            for progress in _shards:
-                progress.advance()
+            advance(SHARDS_KEY)  # the parent flow's shards-written progress
         return paths
 
 
@@ -231,14 +228,10 @@ def synthesize(
     done = int(shards_written(root, spec).split("/")[0])
     with (
         reporting_progress(lambda: shards_written(root, spec)),
-        Progress("shards written", total, "synthesize-shards", done=done) as progress,
+        Progress("shards written", total, SHARDS_KEY, done=done),
     ):
-        _shards.append(progress)
-        try:
-            for variant in settings:
-                _render_variant(p, spec, spec_path, variant, runner, runtime)
-        finally:
-            _shards.remove(progress)
+        for variant in settings:
+            _render_variant(p, spec, spec_path, variant, runner, runtime)
     others = sorted(
         d.name for d in root.iterdir() if d.name not in settings and (d / SPEC_NAME).exists()
     )

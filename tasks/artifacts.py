@@ -76,6 +76,19 @@ def link(key: str, path: str | Path, text: str) -> UUID | None:
     return create_link_artifact(uri, link_text=text, key=key, description=f"{text}: {path}")
 
 
+#: the open :class:`Progress` objects that have an artifact key, by key (:func:`advance`)
+_OPEN: dict[str, Progress] = {}
+
+
+def advance(key: str, n: int = 1) -> None:
+    """Advance the open progress of artifact ``key`` by ``n`` (nothing if none is open): a
+    subflow reports to its parent flow's progress without holding the object (a flow run as
+    ``python -m`` is pickled by value for a Dask worker, with the globals it names)."""
+    progress = _OPEN.get(key)
+    if progress is not None:
+        progress.advance(n)
+
+
 class Progress:
     """A loop's progress: a tqdm bar with an ETA on stdout and, inside a Prefect run, a
     progress artifact, both updated at a coarse cadence (every ``every`` of the total or
@@ -111,7 +124,9 @@ class Progress:
             dynamic_ncols=interactive,
             leave=True,
         )
-        self.closed = False
+        self.closed, self.key = False, key
+        if key is not None:
+            _OPEN[key] = self
         self.artifact: UUID | None = None
         if key is not None and in_run():
             self.artifact = create_progress_artifact(
@@ -152,6 +167,8 @@ class Progress:
         if self.closed:
             return
         self.closed = True
+        if self.key is not None and _OPEN.get(self.key) is self:
+            del _OPEN[self.key]
         self.bar.close()
         if self.artifact is not None and self._sent != self.done:
             self._send(self.done)
