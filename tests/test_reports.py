@@ -120,7 +120,7 @@ def _patch_dfid(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(evaluation, "read_arrays", read_arrays)
     monkeypatch.setattr(comparison, "read_arrays", read_arrays)
-    monkeypatch.setattr(evaluation, "load_scorer", lambda *a: FakeScorer(n_boot=a[4]))
+    monkeypatch.setattr(evaluation, "load_scorer", lambda *a, **kw: FakeScorer(n_boot=a[4]))
     monkeypatch.setattr(evaluation, "resolve_extractor", lambda name: f"resolved-{name}")
 
 
