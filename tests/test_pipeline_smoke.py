@@ -13,6 +13,7 @@ import yaml
 
 from dag_core.shards import ShardDataset, verify_dataset
 from tests.prefect_server import prefect_env
+from tests.test_artifacts import WARNING
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -117,6 +118,10 @@ def test_dvc_repro_smoke_profile(tmp_path: Path, api: str, nyu_test50_dir: Path)
     nets = [project / f"models/downstream/dag/seed-{s}/depth_net.safetensors" for s in (0, 1)]
     assert nets[0].read_bytes() != nets[1].read_bytes()  # two training runs, two seeds
     out = run.stdout + run.stderr  # finetune nets continue the alone runs of their pairs
+    noisy = [line for line in out.splitlines() if WARNING.search(line)]
+    assert not noisy, noisy  # quiet by default: no library warning or notice in the log
+    assert "heads training steps: 100%" in out and "prior training steps: 100%" in out
+    assert "depth net steps: 100%" in out and "Inception features, images: 100%" in out
     for name in ("labelled+unguided", "labelled+dag"):
         assert f"{name}: depth net: steps 1-2 from the alone run's state" in out, name
     for name in ("labelled+dag@2", "labelled+dag-mix"):  # no alone run of the same pairs
