@@ -27,6 +27,7 @@ from flows.base_model import base_model
 from flows.dfid import dfid
 from flows.downstream import downstream
 from flows.label_subset import label_subset
+from flows.labellers import labellers
 from flows.probe_heads import probe_heads
 from flows.reference import reference
 from flows.report import report
@@ -44,6 +45,7 @@ STAGES: dict[str, Callable[..., Any]] = {
     "train_prior": train_prior,
     "synthesize": synthesize,
     "reference": reference,
+    "labellers": labellers,
     "dfid": dfid,
     "sweep": sweep,
     "downstream": downstream,
