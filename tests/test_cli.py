@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from dag_core.errors import DagError, RunInterrupted
-from flows.cli.run import run_cli, run_stage
 from flows._params import apply_overrides, load_group, read_group, stage_defaults
+from flows.cli.run import run_cli, run_stage
 from flows.schema.stages import validate_stage
 from flows.schema.synthesize import SynthesizeParams
 
