@@ -11,8 +11,8 @@ labelled world pairs). Every parameter defaults to params.yaml's ``labellers`` g
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # check the params before Prefect and torch load (flows._cli.main)
-    from flows._cli import main
+if __name__ == "__main__":  # check the params before Prefect and torch load (flows.cli.run.main)
+    from flows.cli.run import main
     from flows.schema.labellers import LabellersParams
 
     main(LabellersParams)
@@ -21,7 +21,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows._cli import check_runtime
+from flows.cli.run import check_runtime
 from flows._params import stage_defaults
 from flows.schema.base import validate
 from flows.schema.labellers import LabellersParams

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 if __name__ == "__main__":  # check the params before Prefect and torch load
-    from flows._cli import run_cli
+    from flows.cli.run import run_cli
     from flows.schema.stages import check_pipeline
 
     run_cli(lambda: check_pipeline(sys.argv[1:]), prefect=False)
@@ -21,9 +21,9 @@ from typing import Any, NoReturn
 
 from prefect import flow
 
-from flows._cli import mark_command, run_cli, run_flow
 from flows._params import load_group
 from flows.base_model import base_model
+from flows.cli.run import mark_command, run_cli, run_flow
 from flows.dfid import dfid
 from flows.downstream import downstream
 from flows.label_subset import label_subset

@@ -12,8 +12,8 @@ Every parameter defaults to params.yaml's ``report`` group.
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # check the params before Prefect loads (flows._cli.main)
-    from flows._cli import main
+if __name__ == "__main__":  # check the params before Prefect loads (flows.cli.run.main)
+    from flows.cli.run import main
     from flows.schema.report import ReportParams
 
     main(ReportParams)

@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dag_core.downstream.evaluation import predict_depth
-from dag_core.downstream.persistence import load_depth_net
+from dag_core.depthnet import load_depth_net, predict_depth
 from dag_core.errors import DagError
 from dag_core.shards import Sample, read_samples, write_dataset
 
