@@ -21,8 +21,8 @@ from typing import Any
 
 from prefect import flow
 
-from flows.cli.run import check_runtime
 from flows._params import stage_defaults
+from flows.cli.run import check_runtime
 from flows.schema.base import validate
 from flows.schema.labellers import LabellersParams
 from tasks.labellers import record_labellers
