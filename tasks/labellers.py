@@ -59,6 +59,7 @@ def record_labellers(
             runs=runs,
             ceiling_n=ceiling["n"],
             ceiling_labellers=ceiling["labellers"],
+            ceiling_runs=ceiling["runs"],
             min_epochs=ceiling["min_epochs"],
             n_boot=n_boot,
             work=work,

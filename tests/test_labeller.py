@@ -87,6 +87,7 @@ def test_record_scores_every_labeller_and_resumes(tmp_path: Path) -> None:
         "scratch": LabellerSpec.parse("scratch", {"net": {}}, ""),
     }
     kwargs = dict(
+        ceiling_runs=2,
         base=base,
         base_model=models["base_model"],
         train=train,
@@ -118,7 +119,10 @@ def test_record_scores_every_labeller_and_resumes(tmp_path: Path) -> None:
     assert diffs["scratch"]["abs_rel_diff"] == pytest.approx(
         rows["scratch"]["abs_rel"] - rows["heads"]["abs_rel"]
     )
-    assert [(r["labeller"], r["n"]) for r in record["ceiling"]] == [("fit-s", 4), ("scratch", 4)]
+    assert [(r["labeller"], r["n"], r["runs"]) for r in record["ceiling"]] == [
+        ("fit-s", 4, 2),
+        ("scratch", 4, 2),
+    ]
     fitted = [line for line in logs if line.startswith("labeller ")]
     assert len(fitted) == 1 + 2 + 2 + 2 + 2  # heads once; two runs of each fit, twice for N
     # the two runs differ (seeds + run), and the record keeps each run's per-image metrics

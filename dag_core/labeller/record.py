@@ -107,12 +107,14 @@ def labeller_record(
     ceiling_n: Sequence[int],
     ceiling_labellers: Sequence[str],
     min_epochs: float,
+    ceiling_runs: int = 1,
     n_boot: int,
     work: Path,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """The record: each labeller's test metrics and fit time, paired differences against
-    ``reference``, and (``ceiling_n``) the ceiling rows. ``work``: the resume folder."""
+    ``reference``, and (``ceiling_n``) the ceiling rows, ``ceiling_runs`` fits each. ``work``:
+    the resume folder."""
     from dag_core.downstream.evaluation import compare_sets
     from dag_core.shards import read_arrays
 
@@ -128,7 +130,9 @@ def labeller_record(
         "inputs": inputs,
     }
 
-    def run_set(name: str, n: int | None, data: str | Path) -> tuple[dict[str, np.ndarray], float]:
+    def run_set(
+        name: str, n: int | None, data: str | Path, runs: int = runs
+    ) -> tuple[dict[str, np.ndarray], float]:
         spec = specs[name]
         per_run, seconds = [], []
         for run in range(runs if spec.fitted else 1):
@@ -187,11 +191,12 @@ def labeller_record(
             exact_world_pairs(data, n, int(rgb.shape[1]))
             mark_done(data, data_key)
         for name in ceiling_labellers:
-            values, seconds = run_set(name, n, data)
+            values, seconds = run_set(name, n, data, ceiling_runs)
             ceiling.append(
                 {
                     "labeller": name,
                     "n": n,
+                    "runs": ceiling_runs,
                     **_mean(values["abs_rel"], "abs_rel", n_boot),
                     **_mean(values["delta1"], "delta1", n_boot),
                     "fit_seconds": seconds,

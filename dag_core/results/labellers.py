@@ -34,7 +34,7 @@ def labellers_table(data: Mapping[str, Any]) -> str:
     )
     if data["ceiling"]:
         text += "\n" + table(
-            ["labeller", "exact pairs N", "AbsRel ↓", "δ<1.25 ↑", "fit (s)"],
+            ["labeller", "exact pairs N", "AbsRel ↓", "δ<1.25 ↑", "fit (s)", "runs"],
             [
                 (
                     r["labeller"],
@@ -42,10 +42,11 @@ def labellers_table(data: Mapping[str, Any]) -> str:
                     interval(r, "abs_rel", 3),
                     interval(r, "delta1", 3),
                     f"{r['fit_seconds']:.0f}",
+                    str(r.get("runs", 1)),
                 )
                 for r in data["ceiling"]
             ],
-            "lrrrr",
+            "lrrrrr",
         )
     return text
 

@@ -33,6 +33,7 @@ class Ceiling(BaseModel):
 
     n: list[PositiveInt]
     labellers: list[Text]
+    runs: PositiveInt
     min_epochs: Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
