@@ -13,7 +13,7 @@ from dag_core.configs.downstream import DownstreamConfig
 from dag_core.depthnorm import DepthNorm
 from dag_core.heads import HeadConfig
 from dag_core.labeller import LabellerSpec, labeller_record
-from dag_core.results.labellers import labellers_table
+from dag_core.results.labellers import labellers_table, times_path
 from dag_core.resumable import held_resume_dir
 from dag_core.runtime import use_runtime
 from tasks import config_from_params, run_logger, stage_task
@@ -38,14 +38,15 @@ def record_labellers(
     runtime: dict[str, Any] | None = None,
 ) -> str:
     """Fit and score every labeller (``runs`` times when fitted here), write the record
-    (``metrics_file``) and its Markdown table (``table_file``). Finished units are kept in
+    (``metrics_file``), the fit times beside it (``<record>.times.json``) and the Markdown table
+    (``table_file``). Finished units are kept in
     ``.<metrics file>.resume`` until both are written: a stopped run resumes."""
     logger = run_logger()
     specs = {name: LabellerSpec.parse(name, value, heads) for name, value in labellers.items()}
     rt, device = use_runtime(runtime)
     base = load_base_model(base_model, device=device)
     with held_resume_dir(metrics_file) as work, rt.autocast(device):
-        record = labeller_record(
+        record, times = labeller_record(
             specs,
             base=base,
             base_model=base_model,
@@ -66,8 +67,10 @@ def record_labellers(
             log=logger.info,
         )
         write_text_atomic(metrics_file, json.dumps(record, indent=2) + "\n")
-        write_text_atomic(table_file, labellers_table(record))
+        # wall-clock times are not reproducible: beside the record (git), not in it (DVC)
+        write_text_atomic(times_path(metrics_file), json.dumps(times, indent=2) + "\n")
+        write_text_atomic(table_file, labellers_table(record, times))
         for unit in work.iterdir():  # the record is out: nothing left to resume
             shutil.rmtree(unit) if unit.is_dir() else unit.unlink()
-    logger.info("labellers on %s:\n%s", test, labellers_table(record))
+    logger.info("labellers on %s:\n%s", test, labellers_table(record, times))
     return metrics_file

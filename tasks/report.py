@@ -50,6 +50,16 @@ def _record(section: Mapping[str, Any], data: Mapping[str, Any]) -> Record:
     )
 
 
+def _with_times(path: str) -> dict[str, Any]:
+    """A labeller record with its fit times (``times``), when its ``.times.json`` is there."""
+    from dag_core.results.labellers import times_path
+
+    data = read_json(path)
+    if Path(times_path(path)).is_file():
+        data["times"] = read_json(times_path(path))
+    return data
+
+
 def read_records(
     heads: Mapping[str, Any],
     synthesis: Mapping[str, Any],
@@ -69,7 +79,7 @@ def read_records(
         "sweep": _record(sweep, read_sweep(sweep["metrics"])),
         "downstream": _record(downstream, read_json(downstream["metrics"])),
         "extra": [_record(e, read_json(e["metrics"])) for e in downstream_extra],
-        "labellers": [_record(e, read_json(e["metrics"])) for e in labellers],
+        "labellers": [_record(e, _with_times(e["metrics"])) for e in labellers],
     }
 
 

@@ -105,11 +105,11 @@ def test_record_scores_every_labeller_and_resumes(tmp_path: Path) -> None:
         work=tmp_path / "work",
     )
     logs: list[str] = []
-    record = labeller_record(specs, log=logs.append, **kwargs)
+    record, times = labeller_record(specs, log=logs.append, **kwargs)
     assert record["test"] == {"path": test, "count": 5} and record["runs"] == 2
     rows = record["labellers"]
     assert list(rows) == ["heads", "fit-s", "scratch"]
-    assert [rows[n]["runs"] for n in rows] == [1, 2, 2] and rows["heads"]["fit_seconds"] == 0
+    assert [rows[n]["runs"] for n in rows] == [1, 2, 2] and times["heads"] == 0
     for row in rows.values():
         assert row["abs_rel_ci_lo"] <= row["abs_rel"] <= row["abs_rel_ci_hi"]
     diffs = {r["set"]: r for r in record["comparisons"]}
@@ -119,6 +119,7 @@ def test_record_scores_every_labeller_and_resumes(tmp_path: Path) -> None:
     assert diffs["scratch"]["abs_rel_diff"] == pytest.approx(
         rows["scratch"]["abs_rel"] - rows["heads"]["abs_rel"]
     )
+    assert set(times) == {*rows, "fit-s@4", "scratch@4"} and times["scratch"] > 0
     assert [(r["labeller"], r["n"], r["runs"]) for r in record["ceiling"]] == [
         ("fit-s", 4, 2),
         ("scratch", 4, 2),
@@ -130,10 +131,10 @@ def test_record_scores_every_labeller_and_resumes(tmp_path: Path) -> None:
         np.load(tmp_path / f"work/fit-s-nlabelled-run{r}/per_image.npz")["abs_rel"] for r in (0, 1)
     ]
     assert not np.array_equal(*runs)
-    table = labellers_table(record)
+    table = labellers_table(record, times)
     assert "| fit-s | fit |" in table and "| scratch | 4 |" in table and "(reference)" in table
 
     logs.clear()  # a rerun keeps every finished unit: nothing is fitted again, same record
-    assert labeller_record(specs, log=logs.append, **kwargs) == record
+    assert labeller_record(specs, log=logs.append, **kwargs) == (record, times)
     assert not [line for line in logs if line.startswith("labeller ")]
     json.dumps(record)  # the record is plain JSON

@@ -111,10 +111,11 @@ def labeller_record(
     n_boot: int,
     work: Path,
     log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """The record: each labeller's test metrics and fit time, paired differences against
-    ``reference``, and (``ceiling_n``) the ceiling rows, ``ceiling_runs`` fits each. ``work``:
-    the resume folder."""
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """(The record, fit times): each labeller's test metrics, paired differences against
+    ``reference``, and (``ceiling_n``) the ceiling rows, ``ceiling_runs`` fits each; the mean
+    fit seconds per labeller (``name`` and ``name@N``) apart, since they are not reproducible.
+    ``work``: the resume folder."""
     from dag_core.downstream.evaluation import compare_sets
     from dag_core.shards import read_arrays
 
@@ -172,12 +173,12 @@ def labeller_record(
 
     per_image: dict[str, dict[str, np.ndarray]] = {}
     labellers: dict[str, dict[str, Any]] = {}
+    times: dict[str, float] = {}
     for name, spec in specs.items():
-        per_image[name], seconds = run_set(name, None, train)
+        per_image[name], times[name] = run_set(name, None, train)
         labellers[name] = {
             "kind": spec.kind,
             **{k: v for m in METRICS for k, v in _mean(per_image[name][m], m, n_boot).items()},
-            "fit_seconds": seconds,
             "runs": runs if spec.fitted else 1,
         }
     comparisons = compare_sets(
@@ -191,7 +192,7 @@ def labeller_record(
             exact_world_pairs(data, n, int(rgb.shape[1]))
             mark_done(data, data_key)
         for name in ceiling_labellers:
-            values, seconds = run_set(name, n, data, ceiling_runs)
+            values, times[f"{name}@{n}"] = run_set(name, n, data, ceiling_runs)
             ceiling.append(
                 {
                     "labeller": name,
@@ -199,7 +200,6 @@ def labeller_record(
                     "runs": ceiling_runs,
                     **_mean(values["abs_rel"], "abs_rel", n_boot),
                     **_mean(values["delta1"], "delta1", n_boot),
-                    "fit_seconds": seconds,
                 }
             )
     return {
@@ -210,7 +210,7 @@ def labeller_record(
         "labellers": labellers,
         "comparisons": comparisons,
         "ceiling": ceiling,
-    }
+    }, times
 
 
 def _mean(values: np.ndarray, metric: str, n_boot: int) -> dict[str, float]:

@@ -10,9 +10,20 @@ from dag_core.results.markdown import Record, difference, interval, plots_note, 
 KEYS = ("test", "runs", "reference", "labellers", "comparisons", "ceiling")
 
 
-def labellers_table(data: Mapping[str, Any]) -> str:
-    """Each labeller's test AbsRel / δ<1.25 [95 % CI], fit time and paired difference to the
+def times_path(metrics_file: str) -> str:
+    """Where a labeller record's fit times are kept: ``<record>.times.json`` beside it."""
+    return str(metrics_file).removesuffix(".json") + ".times.json"
+
+
+def _seconds(times: Mapping[str, float], key: str) -> str:
+    return f"{times[key]:.0f}" if key in times else "—"
+
+
+def labellers_table(data: Mapping[str, Any], times: Mapping[str, float] | None = None) -> str:
+    """Each labeller's test AbsRel / δ<1.25 [95 % CI], fit time (from ``times``, the run's
+    ``.times.json``: not reproducible, so not in the record) and paired difference to the
     reference labeller; then the ceiling rows (AbsRel vs N exact labels), when there are any."""
+    times = times or {}
     ref = data["reference"]
     diffs = {row["set"]: row for row in data["comparisons"]}
     rows = [
@@ -21,7 +32,7 @@ def labellers_table(data: Mapping[str, Any]) -> str:
             row["kind"],
             interval(row, "abs_rel", 3),
             interval(row, "delta1", 3),
-            f"{row['fit_seconds']:.0f}",
+            _seconds(times, name),
             str(row["runs"]),
             difference(diffs[name], "abs_rel", 3) if name in diffs else "(reference)",
         )
@@ -41,7 +52,7 @@ def labellers_table(data: Mapping[str, Any]) -> str:
                     str(r["n"]),
                     interval(r, "abs_rel", 3),
                     interval(r, "delta1", 3),
-                    f"{r['fit_seconds']:.0f}",
+                    _seconds(times, f"{r['labeller']}@{r['n']}"),
                     str(r.get("runs", 1)),
                 )
                 for r in data["ceiling"]
@@ -67,5 +78,6 @@ def labellers_section(record: Record) -> str:
         "same labelled pairs. Fitted labellers: one fit per run (seeds + run), CIs over runs × "
         f"images (95 %, bootstrap); differences are paired on the same images against "
         f"`{data['reference']}`. The ceiling refits on N exactly labelled world pairs (fresh "
-        f"scenes).{command}\n\n" + labellers_table(data) + plots_note(record)
+        f"scenes). Fit times are one machine's wall clock (`{times_path(record.path)}`)."
+        f"{command}\n\n" + labellers_table(data, data.get("times")) + plots_note(record)
     )
