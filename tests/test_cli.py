@@ -136,6 +136,7 @@ def _stage(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
         ("downstream", "config.steps=0", "error: downstream.config.steps=0: must be >= 3"),
         ("sweep", "scales=[1, x]", "error: sweep.scales[1]='x': expected a number"),
         ("train_heads", "norm.kind=cubic", "error: train_heads.norm.kind='cubic': expected one"),
+        ("labellers", "reference=nope", "error: labellers.reference names unknown labeller(s)"),
     ],
 )
 def test_bad_value_is_one_line_before_prefect_or_torch(

@@ -138,3 +138,31 @@ def test_record_scores_every_labeller_and_resumes(tmp_path: Path) -> None:
     assert labeller_record(specs, log=logs.append, **kwargs) == (record, times)
     assert not [line for line in logs if line.startswith("labeller ")]
     json.dumps(record)  # the record is plain JSON
+
+
+def test_bad_labeller_params_name_the_key() -> None:
+    from flows._params import stage_defaults
+    from flows.schema.stages import validate_stage
+
+    d = stage_defaults("labellers")
+    ceiling = {"n": [10], "labellers": ["zz"], "min_epochs": 1, "runs": 1}
+    cases = [
+        ({"reference": "nope"}, r"labellers\.reference names unknown labeller\(s\) \['nope'\]"),
+        ({"ceiling": ceiling}, r"labellers\.ceiling names unknown labeller\(s\) \['zz'\]"),
+        (
+            {"labellers": {"x": {"fit": {"steps": 0}}}, "reference": "x"},
+            r"labellers\.labellers\.x\.fit\.steps=0: must be >= 1",
+        ),
+        (
+            {"labellers": {"x": {"net": {"loss": "l2"}}}, "reference": "x"},
+            r"labellers\.labellers\.x\.net\.loss='l2': expected one of",
+        ),
+        (
+            {"labellers": {"x": {"nets": {}}}, "reference": "x"},
+            r"labellers\.labellers\.x: labeller 'x' needs exactly one of heads, fit, net",
+        ),
+        ({"runs": 0}, r"labellers\.runs=0: must be >= 1"),
+    ]
+    for change, match in cases:
+        with pytest.raises(DagError, match=match):
+            validate_stage("labellers", {**d, **change}, files=False)

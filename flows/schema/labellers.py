@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from dag_core.configs.downstream import DownstreamConfig
 from dag_core.configs.heads import HeadConfig
 from dag_core.configs.labeller import LabellerSpec
-from dag_core.errors import DagError
+from dag_core.errors import DagError, ParamError
 from flows.schema import models
 from flows.schema.base import (
     STRICT,
@@ -65,19 +65,26 @@ class LabellersParams(StageParams):
     def check(cls, p: dict[str, Any]) -> None:
         specs = {}
         for name, value in p["labellers"].items():
+            key = f"{cls.key('labellers')}.{name}"
             try:
                 specs[name] = LabellerSpec.parse(name, value, p["heads"])
+                if specs[name].kind == "fit":
+                    HeadConfig.from_params({**p["head_config"], **value["fit"]})
+                if specs[name].kind == "net":
+                    DownstreamConfig.from_params({**p["net_config"], **(value["net"] or {})})
+            except ParamError as exc:  # a config's own key: where the override sits
+                kind = specs[name].kind
+                raise exc.rebased(exc.key.split(".")[0], f"{key}.{kind}") from None
             except DagError as exc:
-                raise DagError(f"{cls.key('labellers')}.{name}: {exc}") from None
-            if specs[name].kind == "fit":
-                HeadConfig.from_params({**p["head_config"], **value["fit"]})
-            if specs[name].kind == "net":
-                DownstreamConfig.from_params({**p["net_config"], **value["net"]})
-        for key, names in (("reference", [p["reference"]]), ("ceiling", p["ceiling"]["labellers"])):
+                raise DagError(f"{key}: {exc}") from None
+        for field, names in (
+            ("reference", [p["reference"]]),
+            ("ceiling", p["ceiling"]["labellers"]),
+        ):
             unknown = [n for n in names if n not in specs]
             if unknown:
                 raise DagError(
-                    f"{cls.key(key)} names unknown labeller(s) {unknown}; have {sorted(specs)}"
+                    f"{cls.key(field)} names unknown labeller(s) {unknown}; have {sorted(specs)}"
                 )
 
     @classmethod
