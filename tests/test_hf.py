@@ -11,6 +11,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import datasets  # the dev extra (`make setup` installs it)
 import numpy as np
+import PIL.Image
 import pytest
 
 from dag_core.errors import DagError
@@ -49,7 +50,9 @@ def test_load_dataset_parquet_opens_generated_dataset_as_is(generated: Path, tmp
     )
     assert raw.num_rows == 5
     assert raw["id"] == [f"dag-{i:08d}" for i in range(5)]
-    assert isinstance(raw[0]["rgb"], bytes) and isinstance(raw[0]["depth"], bytes)
+    assert raw.features["rgb"] == datasets.Image()  # schema version 3: the features decode
+    assert raw.features["depth"] == datasets.Array2D(shape=(32, 32), dtype="float16")
+    assert isinstance(raw[0]["rgb"], PIL.Image.Image) and len(raw[0]["depth"]) == 32
 
     reference = list(read_samples(generated))
     decoded = raw.with_transform(decode_batch)
@@ -63,7 +66,7 @@ def test_load_dataset_parquet_opens_generated_dataset_as_is(generated: Path, tmp
         np.testing.assert_array_equal(row["depth"], want.depth)
         assert np.isfinite(row["depth"]).all() and (row["depth"] > 0).all()  # metres, not bytes
         assert row["meta"]["guidance"]["w_dc"] == 40.0 and row["meta"]["index"] == i
-        assert "rgb" not in row  # raw bytes replaced by decoded arrays
+        assert "rgb" not in row  # the raw columns replaced by decoded arrays
     batch = decoded[1:4]  # batched access decodes too
     assert [d.shape for d in batch["depth"]] == [(32, 32)] * 3
 

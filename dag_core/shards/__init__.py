@@ -8,12 +8,15 @@ Kim et al., arXiv 2212.08861) all share this layout. A dataset is a directory::
     ...
     _manifest.json          schema version, per-shard file/rows/sha256, total rows, depth dtype
 
-Columns (:data:`SCHEMA`): ``id`` string; ``rgb`` PNG bytes (lossless); ``depth`` raw
-little-endian bytes in ``depth_dtype`` ∈ {``float16``, ``float32``, ``uint16mm``}; ``height``,
-``width`` int32; ``seed`` int64 (nullable); ``source`` string; ``meta`` a JSON object for everything
-else (guidance scales, sampler, model hashes...); ``uncertainty`` float32 (nullable). Depth is
+Columns (:data:`SCHEMA`, version 3), each a Hugging Face ``datasets`` feature recorded in the
+Parquet schema metadata as ``datasets`` writes it: ``id`` string; ``rgb`` the ``Image`` feature
+(PNG bytes, lossless); ``depth`` an ``Array2D`` (H, W) of ``depth_dtype`` ∈ {``float16``,
+``float32`` metres, ``uint16mm`` = uint16 millimetres}, its unit and scale in the field's metadata;
+``height``, ``width`` int32; ``seed`` int64 (nullable); ``source`` string; ``meta`` a JSON object as
+text (guidance scales, sampler, model hashes...); ``uncertainty`` float32 (nullable). Depth is
 never 8-bit. ``uint16mm`` stores ``round(metres * 1000)`` clipped to 0..65535, with 0 meaning
-invalid/missing (read back as 0.0 m). Every read returns depth as float32 metres.
+invalid/missing (read back as 0.0 m). Every read returns depth as float32 metres; datasets of
+schema versions 1 and 2 (PNG and raw depth bytes) still read (:mod:`~dag_core.shards.codec`).
 
 ``uncertainty`` is how unsure the row's depth label is, higher = less sure: synthesis stores the
 mean of the top 10 % of the per-pixel uncertainty of the strong head's final depth
@@ -24,7 +27,7 @@ labelled and synthetic rows collate together) and passed through by :mod:`dag_co
 reader takes ``drop_uncertain=f`` to leave out the most uncertain fraction f ∈ [0, 1) of the
 scored rows — ``N − floor(f · n)`` of N rows kept, n = rows with a score, ties dropped later row
 first (:mod:`~dag_core.shards.filtering`). Schema version 2 added the column; datasets of version
-1 are still read (``uncertainty`` null), and a resumed synthesis re-renders version 1 shards.
+1 are still read (``uncertainty`` null), and a resumed synthesis re-renders older shards.
 
 Writes are atomic: a shard is written to ``.part-XXXXX.parquet.tmp-<pid>`` in the same directory,
 fsynced, then renamed with :func:`os.replace`; a crash leaves at most a dot-file that every reader
@@ -41,8 +44,9 @@ the same check that the dataset is whole (``pandas.read_parquet(directory)`` or 
     read_pandas("data/synth")                               # pandas, checked first
     datasets.load_dataset("parquet", data_files=dag_core.hf.shard_files("data/synth"))
 
-Both see the raw columns (PNG bytes, depth bytes); decode with :func:`decode_depth` and pillow
-(or :func:`dag_core.hf.decode_batch`).
+``datasets`` alone (no import of this package) decodes version 3 columns itself: ``rgb`` as PIL
+images, ``depth`` as (H, W) arrays of stored values (metres × 1/scale). ``load_dataset(directory)``
+works too: every dataset folder holds a dataset card, ``README.md``.
 
 One responsibility per module: :mod:`~dag_core.shards.codec` (schema, sample ↔ row),
 :mod:`~dag_core.shards.integrity` (checksums, manifest, verification),
@@ -59,11 +63,14 @@ from dag_core.shards.codec import (
     SAMPLE_FIELDS,
     SCHEMA,
     SCHEMA_V1,
+    SCHEMA_V2,
     SCHEMA_VERSION,
     SCHEMAS,
     Sample,
     decode_depth,
     encode_depth,
+    hf_features,
+    schema_v3,
     shard_name,
 )
 from dag_core.shards.filtering import keep_mask
@@ -84,6 +91,7 @@ __all__ = [
     "SCHEMA",
     "SCHEMAS",
     "SCHEMA_V1",
+    "SCHEMA_V2",
     "SCHEMA_VERSION",
     "Sample",
     "ShardDataset",
@@ -92,6 +100,7 @@ __all__ = [
     "decode_depth",
     "encode_depth",
     "find_datasets",
+    "hf_features",
     "keep_mask",
     "load_tensors",
     "main",
@@ -99,6 +108,7 @@ __all__ = [
     "read_pandas",
     "read_samples",
     "read_table",
+    "schema_v3",
     "shard_name",
     "verify_dataset",
     "write_dataset",

@@ -12,26 +12,28 @@ asks :func:`~dag_core.shards.integrity.completed_shards` what is done, and finis
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dag_core.atomic import atomic_path, write_text_atomic
 from dag_core.errors import DagError
+from dag_core.shards.card import CARD_NAME, CardInfo, render_card
 from dag_core.shards.codec import (
     MANIFEST_NAME,
-    SCHEMA,
     SCHEMA_VERSION,
     Sample,
     check_dtype,
+    rows_table,
     sample_row,
     shard_name,
 )
 from dag_core.shards.integrity import (
+    _manifest_or_none,
     completed_shards,
     open_shard,
     sha256_file,
@@ -70,7 +72,7 @@ def write_shard(
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise DagError(f"duplicate sample id {dup!r} in shard {path}")
-    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    table = rows_table(rows, depth_dtype)
     directory.mkdir(parents=True, exist_ok=True)
 
     def write(fh: Any) -> None:
@@ -101,13 +103,22 @@ def _shard_depth_dtype(pf: pq.ParquetFile, path: Path) -> str:
     return dtypes.pop()
 
 
-def write_manifest(directory: str | Path) -> dict:
-    """Rebuild ``_manifest.json`` from the complete shards on disk, atomically; return it.
+def write_manifest(directory: str | Path, card: CardInfo | None = None) -> dict:
+    """Rebuild the dataset card and ``_manifest.json`` from the complete shards on disk,
+    atomically (card first; the manifest records its sha256); return the manifest.
 
     Shards whose content does not verify (see :func:`completed_shards`) are left out, never
     blessed. DagError if there are no complete shards or they disagree on the depth dtype.
+
+    Args:
+        directory: The dataset folder.
+        card: What the card says beyond the shards' records (:class:`~dag_core.shards.card.
+            CardInfo`); None keeps what the current manifest recorded (a default card if none).
     """
     directory = Path(directory)
+    if card is None:
+        recorded = (_manifest_or_none(directory) or {}).get("card", {}).get("info")
+        card = CardInfo(**recorded) if isinstance(recorded, dict) else CardInfo()
     done = completed_shards(directory)
     if not done:
         raise DagError(f"no complete shards in {directory}")
@@ -128,6 +139,10 @@ def write_manifest(directory: str | Path) -> dict:
         "total_rows": sum(s["rows"] for s in shards),
         "shards": shards,
     }
+    text = render_card(directory, manifest, card)
+    write_text_atomic(directory / CARD_NAME, text)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    manifest["card"] = {"file": CARD_NAME, "sha256": digest, "info": card.to_dict()}
     write_text_atomic(directory / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
     return manifest
 
@@ -139,8 +154,10 @@ def write_dataset(
     shard_size: int = 500,
     depth_dtype: str = "float16",
     row_group_size: int = 100,
+    card: CardInfo | None = None,
 ) -> dict:
-    """Split ``samples`` into shards of ``shard_size`` rows, write each atomically, then a manifest.
+    """Split ``samples`` into shards of ``shard_size`` rows, write each atomically, then the card
+    (``card``: :class:`~dag_core.shards.card.CardInfo`, default a plain one) and the manifest.
 
     Streams: only one shard's samples are held in memory. Sample ids must be unique. Refuses
     (DagError) to overwrite existing shards. Returns the manifest.
@@ -167,4 +184,4 @@ def write_dataset(
         flush()
     if not seen:
         raise DagError(f"no samples to write to {directory}")
-    return write_manifest(directory)
+    return write_manifest(directory, card or CardInfo())
