@@ -38,6 +38,7 @@ def label_subset(
     base_model: str = D["base_model"],
     resolution: int | None = D["resolution"],
     depth_dtype: str = D["depth_dtype"],
+    license: str = D["license"],
     out_dir: str = D["out_dir"],
     runtime: dict[str, Any] = D["runtime"],
 ) -> str:
@@ -61,4 +62,5 @@ def label_subset(
         depth_dir=p["depth_dir"],
         split=p["split"],
         depth_dtype=p["depth_dtype"],
+        license=p["license"],
     )

@@ -56,6 +56,7 @@ One responsibility per module: :mod:`~dag_core.shards.codec` (schema, sample ↔
 (``python -m dag_core.shards verify DIR...``). Import from here.
 """
 
+from dag_core.shards.card import CARD_NAME, CardInfo
 from dag_core.shards.cli import main
 from dag_core.shards.codec import (
     DEPTH_DTYPES,
@@ -82,9 +83,10 @@ from dag_core.shards.integrity import (
 )
 from dag_core.shards.readers import read_arrays, read_pandas, read_samples, read_table
 from dag_core.shards.torch_dataset import ShardDataset, load_tensors
-from dag_core.shards.writer import write_dataset, write_manifest, write_shard
+from dag_core.shards.writer import update_card, write_dataset, write_manifest, write_shard
 
 __all__ = [
+    "CARD_NAME",
     "DEPTH_DTYPES",
     "MANIFEST_NAME",
     "SAMPLE_FIELDS",
@@ -93,6 +95,7 @@ __all__ = [
     "SCHEMA_V1",
     "SCHEMA_V2",
     "SCHEMA_VERSION",
+    "CardInfo",
     "Sample",
     "ShardDataset",
     "completed_shards",
@@ -110,6 +113,7 @@ __all__ = [
     "read_table",
     "schema_v3",
     "shard_name",
+    "update_card",
     "verify_dataset",
     "write_dataset",
     "write_manifest",

@@ -124,7 +124,7 @@ def _records(paths: list[Path]) -> dict[str, Any]:
     return {"seeds": seeds, "sources": sorted(sources), "scores": scores, "meta": shared or {}}
 
 
-def _mean_ci(values: list[float]) -> str:
+def mean_ci(values: list[float]) -> str:
     """``mean [lo, hi]``: the mean with its 95 % normal-approximation interval."""
     x = np.asarray(values, dtype=np.float64)
     x = x[np.isfinite(x)]
@@ -180,7 +180,7 @@ def render_card(directory: Path, manifest: dict[str, Any], info: CardInfo) -> st
     unit = "metres" if scale == 1.0 else f"millimetres (metres = value × {scale}; 0 = no depth)"
     quality = list(info.quality)
     if rec["scores"]:
-        quality.append(f"label uncertainty (mean of the rows' scores): {_mean_ci(rec['scores'])}")
+        quality.append(f"label uncertainty (mean of the rows' scores): {mean_ci(rec['scores'])}")
     name = directory.name
     lines = [
         "---",

@@ -67,7 +67,7 @@ def read_manifest(directory: Path) -> dict | None:
     return manifest
 
 
-def _manifest_or_none(directory: Path) -> dict | None:
+def manifest_or_none(directory: Path) -> dict | None:
     """Like :func:`read_manifest`, but a malformed manifest counts as none (resume, rebuild)."""
     try:
         return read_manifest(directory)
@@ -135,7 +135,7 @@ def completed_shards(directory: str | Path) -> set[int]:
     directory = Path(directory)
     if not directory.is_dir():
         return set()
-    manifest = _manifest_or_none(directory)
+    manifest = manifest_or_none(directory)
     done = set()
     for index, path in shard_files(directory).items():
         try:

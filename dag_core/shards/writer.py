@@ -12,6 +12,7 @@ asks :func:`~dag_core.shards.integrity.completed_shards` what is done, and finis
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -33,8 +34,8 @@ from dag_core.shards.codec import (
     shard_name,
 )
 from dag_core.shards.integrity import (
-    _manifest_or_none,
     completed_shards,
+    manifest_or_none,
     open_shard,
     sha256_file,
     shard_files,
@@ -117,7 +118,7 @@ def write_manifest(directory: str | Path, card: CardInfo | None = None) -> dict:
     """
     directory = Path(directory)
     if card is None:
-        recorded = (_manifest_or_none(directory) or {}).get("card", {}).get("info")
+        recorded = (manifest_or_none(directory) or {}).get("card", {}).get("info")
         card = CardInfo(**recorded) if isinstance(recorded, dict) else CardInfo()
     done = completed_shards(directory)
     if not done:
@@ -145,6 +146,16 @@ def write_manifest(directory: str | Path, card: CardInfo | None = None) -> dict:
     manifest["card"] = {"file": CARD_NAME, "sha256": digest, "info": card.to_dict()}
     write_text_atomic(directory / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def update_card(directory: str | Path, **changes: Any) -> dict:
+    """Re-render the dataset card with some :class:`~dag_core.shards.card.CardInfo` fields
+    changed (e.g. ``quality`` measured after the shards were written) and the manifest with it;
+    return the manifest."""
+    directory = Path(directory)
+    recorded = (manifest_or_none(directory) or {}).get("card", {}).get("info")
+    info = CardInfo(**recorded) if isinstance(recorded, dict) else CardInfo()
+    return write_manifest(directory, dataclasses.replace(info, **changes))
 
 
 def write_dataset(
