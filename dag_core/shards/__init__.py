@@ -36,21 +36,24 @@ shard ``k`` with :func:`write_shard`, asks :func:`completed_shards` what is done
 :func:`write_manifest`.
 
 The manifest is named ``_manifest.json`` (not ``manifest.json``) because pyarrow dataset discovery
-skips names starting with ``.`` or ``_`` but tries to parse every other file as Parquet, so a plain
-``manifest.json`` breaks ``pandas.read_parquet(directory)``. Interop with other tools, through
-the same check that the dataset is whole (``pandas.read_parquet(directory)`` or a
+skips names starting with ``.`` or ``_`` but tries to parse every other file as Parquet. The
+dataset card must be ``README.md`` for the Hub and ``load_dataset(directory)``, so pandas and
+pyarrow read a folder with ``ignore_prefixes=[".", "_", "README"]`` (the card says so). Interop
+with other tools, through the same check that the dataset is whole (``load_dataset``, pandas or a
 ``part-*.parquet`` glob would read a dataset with a shard missing or damaged as whole)::
 
     read_pandas("data/synth")                               # pandas, checked first
     datasets.load_dataset("parquet", data_files=dag_core.hf.shard_files("data/synth"))
 
 ``datasets`` alone (no import of this package) decodes version 3 columns itself: ``rgb`` as PIL
-images, ``depth`` as (H, W) arrays of stored values (metres × 1/scale). ``load_dataset(directory)``
-works too: every dataset folder holds a dataset card, ``README.md``.
+images, ``depth`` as (H, W) arrays of stored values (metres = value × the ``depth`` field's
+``scale``). ``load_dataset(directory)`` reads the shards the card's ``configs`` list
+(:mod:`~dag_core.shards.card`, written with the manifest, which records its sha256).
 
 One responsibility per module: :mod:`~dag_core.shards.codec` (schema, sample ↔ row),
 :mod:`~dag_core.shards.integrity` (checksums, manifest, verification),
-:mod:`~dag_core.shards.writer` (atomic shard and manifest writes), :mod:`~dag_core.shards.readers`
+:mod:`~dag_core.shards.writer` (atomic shard, card and manifest writes),
+:mod:`~dag_core.shards.card` (the dataset card), :mod:`~dag_core.shards.readers`
 (samples, arrays, tables), :mod:`~dag_core.shards.filtering` (``drop_uncertain``),
 :mod:`~dag_core.shards.torch_dataset` (:class:`ShardDataset`) and :mod:`~dag_core.shards.cli`
 (``python -m dag_core.shards verify DIR...``). Import from here.
