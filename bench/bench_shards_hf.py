@@ -5,10 +5,12 @@ as schema version 2 (``rgb`` PNG bytes, ``depth`` raw float16 bytes: the writer 
 version 3, reproduced here with the same Parquet options) and as version 3 (``rgb`` the
 ``datasets`` Image struct, ``depth`` an ``Array2D`` of float16), at the embedded default's 32²
 and at 256². Recorded per format: the bytes of the shards, and the best of ``--repeats`` wall
-times of three reads — :func:`dag_core.shards.read_samples` (the package's readers: verify, PNG
-and depth decode), :class:`dag_core.shards.ShardDataset` (what training iterates) and
+times of four reads — :func:`dag_core.shards.read_samples` (the package's readers: verify, PNG
+and depth decode), :class:`dag_core.shards.ShardDataset` (what training iterates),
 ``pyarrow.parquet.read_table`` of every shard (the raw columns, what pandas and ``datasets``
-start from).
+start from) and every row through ``datasets`` as uint8 image and metric depth arrays (version 2:
+:func:`dag_core.hf.load_shards`' transform; version 3: ``load_dataset(DIR)`` alone in numpy
+format; both from their Arrow cache, built once before timing).
 
 Usage: ``python bench/bench_shards_hf.py [--repeats 3]``; writes
 ``bench/results/shards_hf.json``.
@@ -22,10 +24,14 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from datasets import load_dataset
 
+from dag_core.hf import load_shards
 from dag_core.shards import SCHEMA_V2, ShardDataset, read_samples, write_dataset
 from dag_core.shards.codec import Sample, encode_depth, sample_row
 from dag_core.shards.integrity import sha256_file, sidecar
@@ -71,25 +77,54 @@ def write_v2(directory: Path, rows: list[Sample], shard_size: int) -> None:
     (directory / "_manifest.json").write_text(json.dumps({**manifest, "shards": shards}))
 
 
-def best(fn, repeats: int) -> float:
-    """The best wall time of ``repeats`` calls, in seconds."""
-    times = []
+def best_pair(fns: tuple[Any, Any], repeats: int) -> tuple[float, float]:
+    """The best wall time of ``repeats`` calls of each of two functions, in seconds, called in
+    turn (v2, v3, v2, v3...) so load from other processes falls on both alike."""
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return round(min(times), 4)
+        for fn, out in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return round(min(times[0]), 4), round(min(times[1]), 4)
 
 
-def measure(directory: Path, repeats: int) -> dict[str, float | int]:
-    """Bytes and read times of one dataset folder."""
-    shards = sorted(directory.glob("part-*.parquet"))
-    return {
-        "shard_bytes": sum(p.stat().st_size for p in shards),
-        "read_samples_s": best(lambda: list(read_samples(directory)), repeats),
-        "shard_dataset_s": best(lambda: list(ShardDataset(directory)), repeats),
-        "pyarrow_read_table_s": best(lambda: [pq.read_table(p) for p in shards], repeats),
+def hf_rows(directory: Path, cache: Path, version: int) -> Any:
+    """A function that reads every row of ``directory`` through ``datasets`` as arrays."""
+    if version == 2:
+        ds = load_shards(directory, cache_dir=cache)  # the decode_batch transform
+
+        def read() -> None:
+            for row in ds:
+                np.asarray(row["image"]), np.asarray(row["depth"], np.float32)
+
+    else:
+        ds = load_dataset(str(directory), split="train", cache_dir=str(cache))
+        ds = ds.with_format("numpy")  # Image and Array2D decoded by datasets itself
+
+        def read() -> None:
+            for row in ds:
+                np.asarray(row["rgb"]), np.asarray(row["depth"], np.float32)
+
+    return read
+
+
+def measure(v2: Path, v3: Path, repeats: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Bytes and read times of the version 2 and version 3 folders, side by side."""
+    old, new = {}, {}
+    shards = {d: sorted(d.glob("part-*.parquet")) for d in (v2, v3)}
+    for d, out in ((v2, old), (v3, new)):
+        out["shard_bytes"] = sum(p.stat().st_size for p in shards[d])
+    reads = {
+        "read_samples_s": lambda d: lambda: list(read_samples(d)),
+        "shard_dataset_s": lambda d: lambda: list(ShardDataset(d)),
+        "pyarrow_read_table_s": lambda d: lambda: [pq.read_table(p) for p in shards[d]],
     }
+    for name, make in reads.items():
+        old[name], new[name] = best_pair((make(v2), make(v3)), repeats)
+    hf = (hf_rows(v2, v2.parent / "cache-v2", 2), hf_rows(v3, v3.parent / "cache-v3", 3))
+    old["datasets_rows_s"], new["datasets_rows_s"] = best_pair(hf, repeats)
+    return old, new
 
 
 def main() -> None:
@@ -103,7 +138,7 @@ def main() -> None:
             v2, v3 = Path(tmp) / f"v2-{resolution}", Path(tmp) / f"v3-{resolution}"
             write_v2(v2, rows, shard_size)
             write_dataset(v3, rows, shard_size=shard_size)
-            old, new = measure(v2, args.repeats), measure(v3, args.repeats)
+            old, new = measure(v2, v3, args.repeats)
             ratio = {k: round(new[k] / old[k], 3) for k in old}
             cases.append(
                 {"resolution": resolution, "samples": count, "v2": old, "v3": new, "v3/v2": ratio}
