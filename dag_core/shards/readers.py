@@ -45,10 +45,21 @@ def dataset_shards(directory: str | Path, verify: bool = True) -> list[Path]:
     return paths
 
 
+def _storage(table: pa.Table) -> pa.Table:
+    """``table`` with each extension column (``datasets``, once imported, reads ``depth`` as its
+    ``Array2D`` extension) as its storage, so what a read returns never depends on it."""
+    for i, f in enumerate(table.schema):
+        if isinstance(f.type, pa.ExtensionType):
+            chunks = [c.storage for c in table.column(i).chunks]
+            storage = pa.chunked_array(chunks, type=f.type.storage_type)
+            table = table.set_column(i, f.with_type(f.type.storage_type), storage)
+    return table
+
+
 def iter_batches(paths: list[Path], columns: list[str]) -> Iterator[tuple[Path, pa.RecordBatch]]:
     """Record batches of ``columns`` over ``paths`` in order, row group by row group, in each
-    shard's own schema version (``uncertainty``, which a version 1 shard lacks, comes back null)
-    and without schema metadata; DagError naming a corrupt file."""
+    shard's own schema version as stored (``uncertainty``, which a version 1 shard lacks, comes
+    back null) and without schema metadata; DagError naming a corrupt file."""
     for path in paths:
         try:
             pf = pq.ParquetFile(path)
@@ -58,7 +69,7 @@ def iter_batches(paths: list[Path], columns: list[str]) -> Iterator[tuple[Path, 
                 for name in (c for c in columns if c not in names):
                     field = SCHEMA_V2.field(name)
                     table = table.append_column(field, pa.nulls(table.num_rows, field.type))
-                table = table.select(columns).replace_schema_metadata(None)
+                table = _storage(table.select(columns)).replace_schema_metadata(None)
                 yield from ((path, batch) for batch in table.to_batches())
         except (OSError, pa.ArrowException) as exc:
             raise DagError(f"corrupt shard {path}: {exc}") from exc
