@@ -48,8 +48,8 @@ def synthetic_card(
             "dFID / FID and the consistency differences between variants (with their CIs) are "
             "measured after this dataset is written, by stage `dfid` (`metrics/dfid.json`, "
             "`reports/results.md`).",
-            "The embedded default samples 32² procedural-world images on a CPU: a pipeline test "
-            "bed, not a training set for real scenes.",
+            "Samples are as good as the base model: the embedded default is a 32² DDPM of a "
+            "procedural world, a test bed for the pipeline, not real scenes.",
         ),
     )
 

@@ -19,8 +19,8 @@ from tasks.synthesize import cached_models
 
 #: what each loss of :func:`dag_core.synthesis.depth_losses` measures, for the dataset card
 LOSS_NAMES = {
-    "L_dc": "L_dc, depth consistency of the strong and weak heads",
-    "L_dp": "L_dp, depth prior loss",
+    "L_dc": "L_dc (strong vs weak head depth; lower = more consistent)",
+    "L_dp": "L_dp (depth prior loss; lower = more plausible depth)",
 }
 REPORT_SAMPLES = 64
 SHEET_COLUMNS = 8
@@ -63,8 +63,8 @@ def write_synthesis_report(
         metrics[variant] = {k: float(v.mean()) for k, v in losses.items()}
         metrics[variant]["n"] = len(samples)
         quality = [
-            f"{LOSS_NAMES.get(k, k)} of the first {len(samples)} samples at t = 0 "
-            f"(lower = more consistent): {mean_ci(v.double().cpu().tolist())}"
+            f"{LOSS_NAMES.get(k, k)} of the first {len(samples)} samples at t = 0: "
+            f"{mean_ci(v.double().cpu().tolist())}"
             for k, v in losses.items()
         ]
         update_card(Path(out_dir) / variant, quality=quality)  # the card says it too

@@ -191,7 +191,7 @@ def render_card(directory: Path, manifest: dict[str, Any], info: CardInfo) -> st
         "",
         info.summary,
         "",
-        f"{rows} rows in {len(paths)} Parquet shards ({size} bytes), one `train` split.",
+        f"{rows} rows in {len(paths)} Parquet shard(s) ({size} bytes), one `train` split.",
         "",
         "## How it was made",
         "",
