@@ -307,3 +307,20 @@ def test_dataset_card_is_what_the_hub_reads_and_is_checked(generated: Path, tmp_
         verify_dataset(copy)
     with pytest.raises(DagError, match=r"README\.md"):
         shard_files(copy)
+
+
+def test_reference_splits_have_cards_that_load_dataset_reads(tmp_path: Path) -> None:
+    """The reference stage's splits (train, test, floor) each carry their card with the licence
+    given; ``load_dataset`` on a split folder reads exactly its rows."""
+    from tasks.evaluation import write_world_reference
+
+    out = tmp_path / "reference"
+    write_world_reference.fn(str(out), 16, 3, 2, 1, license="cc0-1.0")
+    for split, rows in (("train", 3), ("test", 2), ("floor", 1)):
+        manifest = verify_dataset(out / split)
+        assert manifest["card"]["info"]["license"] == "cc0-1.0"
+        assert manifest["card"]["info"]["title"] == f"Procedural world reference pairs: {split}"
+        ds = datasets.load_dataset(str(out / split), split="train", cache_dir=str(tmp_path / "c"))
+        assert ds.num_rows == rows and ds.features["rgb"] == datasets.Image()
+        assert ds["id"] == [s.id for s in read_samples(out / split, columns=[])]
+    assert "FID / dFID" in (out / "test" / "README.md").read_text()
