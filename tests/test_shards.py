@@ -32,11 +32,13 @@ from dag_core.shards import (
     read_samples,
     read_table,
     shard_name,
+    update_card,
     verify_dataset,
     write_dataset,
     write_manifest,
     write_shard,
 )
+from dag_core.shards.card import CARD_NAME, CardInfo
 from dag_core.shards.codec import SHARD_RE
 
 #: what pandas / pyarrow must skip to read a dataset folder: dot-files, ``_manifest.json`` and
@@ -646,3 +648,24 @@ def test_drop_uncertain_count_ties_and_bad_fractions(tmp_path: Path) -> None:
             list(read_samples(tmp_path, drop_uncertain=bad))
         with pytest.raises(DagError, match="drop_uncertain"):
             shards.load_tensors(tmp_path, drop_uncertain=bad)
+
+
+def test_card_keeps_quality_measured_on_the_same_shards(tmp_path: Path) -> None:
+    """A rerun that renders nothing rewrites neither card nor its quality lines; once a shard
+    changes, quality measured on the old bytes is no longer claimed."""
+    info = CardInfo(title="t", license="cc-by-4.0", made={"m": 1})
+    write_dataset(tmp_path, make_samples(4), shard_size=2, card=info)
+    update_card(tmp_path, quality=["L_dc: 0.5 [0.4, 0.6]"])
+    card = (tmp_path / CARD_NAME).read_bytes()
+    stamp = (tmp_path / CARD_NAME).stat().st_mtime_ns
+    assert b"- L_dc: 0.5 [0.4, 0.6]" in card
+    assert write_manifest(tmp_path, info)["card"]["info"]["quality"] == ["L_dc: 0.5 [0.4, 0.6]"]
+    assert (tmp_path / CARD_NAME).read_bytes() == card
+    assert (tmp_path / CARD_NAME).stat().st_mtime_ns == stamp  # not even rewritten
+    write_manifest(tmp_path, CardInfo(title="other"))  # says something else: quality not kept
+    assert b"L_dc" not in (tmp_path / CARD_NAME).read_bytes()
+    update_card(tmp_path, title="t", license="cc-by-4.0", made={"m": 1}, quality=["q"])
+    write_shard(tmp_path, 1, make_samples(2, start=10), overwrite=True)
+    write_manifest(tmp_path, info)  # new bytes: the old quality is dropped
+    assert b"- q\n" not in (tmp_path / CARD_NAME).read_bytes()
+    assert verify_dataset(tmp_path)["card"]["info"]["quality"] == []

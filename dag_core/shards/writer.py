@@ -115,11 +115,16 @@ def write_manifest(directory: str | Path, card: CardInfo | None = None) -> dict:
         directory: The dataset folder.
         card: What the card says beyond the shards' records (:class:`~dag_core.shards.card.
             CardInfo`); None keeps what the current manifest recorded (a default card if none).
+            A card without ``quality`` keeps the recorded quality when it was measured on
+            these very shards (same sha256s) and says the same otherwise: a rerun that renders
+            nothing leaves the card as it was.
     """
     directory = Path(directory)
+    before = manifest_or_none(directory) or {}
+    recorded = before.get("card", {}).get("info")
+    recorded = CardInfo(**recorded) if isinstance(recorded, dict) else None
     if card is None:
-        recorded = (manifest_or_none(directory) or {}).get("card", {}).get("info")
-        card = CardInfo(**recorded) if isinstance(recorded, dict) else CardInfo()
+        card = recorded or CardInfo()
     done = completed_shards(directory)
     if not done:
         raise DagError(f"no complete shards in {directory}")
@@ -140,8 +145,17 @@ def write_manifest(directory: str | Path, card: CardInfo | None = None) -> dict:
         "total_rows": sum(s["rows"] for s in shards),
         "shards": shards,
     }
+    if (
+        recorded is not None
+        and not card.quality
+        and before.get("shards") == shards
+        and {**recorded.to_dict(), "quality": []} == card.to_dict()
+    ):
+        card = recorded
     text = render_card(directory, manifest, card)
-    write_text_atomic(directory / CARD_NAME, text)
+    card_path = directory / CARD_NAME
+    if not (card_path.is_file() and card_path.read_bytes() == text.encode()):  # a rerun: as is
+        write_text_atomic(card_path, text)
     digest = hashlib.sha256(text.encode()).hexdigest()
     manifest["card"] = {"file": CARD_NAME, "sha256": digest, "info": card.to_dict()}
     write_text_atomic(directory / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
