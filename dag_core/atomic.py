@@ -23,7 +23,7 @@ too large (os error 27)``), PATH being the final path (every ``.<name>.tmp-...``
 temporary name mapped back to ``<name>``; inside :func:`replace_dir`, an error that names no file
 names the one being written: the file argument of the writer in its traceback, else the newest
 file in the temporary folder). The command line then
-prints ``error: [Errno 27] File too large: PATH`` and exits 2 (:mod:`flows._cli`). Weights and
+prints ``error: [Errno 27] File too large: PATH`` and exits 2 (:mod:`flows.cli`). Weights and
 ``torch.save`` states are better serialised to bytes first (:func:`write_bytes_atomic`): the
 error is then Python's own.
 

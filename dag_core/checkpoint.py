@@ -1,7 +1,7 @@
 """Read a model folder ``<name>.json`` + ``<name>.safetensors`` with one error line per failure.
 
 The depth heads (:mod:`dag_core.heads.model`) and the downstream depth nets
-(:mod:`dag_core.downstream.persistence`) are saved the same way: metadata (config, depth
+(:mod:`dag_core.depthnet.persistence`) are saved the same way: metadata (config, depth
 normalisation, format version) as JSON beside the weights as safetensors. Loading either goes
 through these three steps, so a missing file, damaged metadata and damaged weights give the same
 kind of :class:`~dag_core.errors.DagError` naming the file, whatever the model.

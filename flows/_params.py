@@ -32,6 +32,7 @@ STAGE_GROUPS = (
     "train_prior",
     "synthesize",
     "reference",
+    "labellers",
     "dfid",
     "sweep",
     "downstream",

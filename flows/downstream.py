@@ -25,8 +25,8 @@ Every parameter defaults to params.yaml's ``downstream`` group.
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # check the params before Prefect and torch load (flows._cli.main)
-    from flows._cli import main
+if __name__ == "__main__":  # check the params before Prefect and torch load (flows.cli.run.main)
+    from flows.cli.run import main
     from flows.schema.downstream import DownstreamParams
 
     main(DownstreamParams)
@@ -42,8 +42,8 @@ from dag_core.configs.downstream import DownstreamConfig
 from dag_core.interrupt import reporting_progress, stop_work_on_interrupt
 from dag_core.resumable import held_resume_dir, input_digest, is_done, unit_key
 from dag_core.runtime import shared_cpu
-from flows._cli import check_runtime
 from flows._params import stage_defaults
+from flows.cli.run import check_runtime
 from flows.schema.base import validate
 from flows.schema.downstream import DownstreamParams, branch_sources, curve_sets, expanded_sets
 from tasks.downstream import evaluate_training_nets, fit_training_set, relabel_training_set

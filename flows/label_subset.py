@@ -6,8 +6,8 @@ every parameter's default.
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # check the params before Prefect and torch load (flows._cli.main)
-    from flows._cli import main
+if __name__ == "__main__":  # check the params before Prefect and torch load (flows.cli.run.main)
+    from flows.cli.run import main
     from flows.schema.label_subset import LabelSubsetParams
 
     main(LabelSubsetParams)
@@ -17,8 +17,8 @@ from typing import Any
 from prefect import flow
 
 from dag_core.backbone import model_resolution
-from flows._cli import check_runtime
 from flows._params import stage_defaults
+from flows.cli.run import check_runtime
 from flows.schema.base import validate
 from flows.schema.label_subset import LabelSubsetParams
 from tasks.label_subset import write_label_subset

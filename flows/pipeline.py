@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 if __name__ == "__main__":  # check the params before Prefect and torch load
-    from flows._cli import run_cli
+    from flows.cli.run import run_cli
     from flows.schema.stages import check_pipeline
 
     run_cli(lambda: check_pipeline(sys.argv[1:]), prefect=False)
@@ -21,12 +21,13 @@ from typing import Any, NoReturn
 
 from prefect import flow
 
-from flows._cli import mark_command, run_cli, run_flow
 from flows._params import load_group
 from flows.base_model import base_model
+from flows.cli.run import mark_command, run_cli, run_flow
 from flows.dfid import dfid
 from flows.downstream import downstream
 from flows.label_subset import label_subset
+from flows.labellers import labellers
 from flows.probe_heads import probe_heads
 from flows.reference import reference
 from flows.report import report
@@ -44,6 +45,7 @@ STAGES: dict[str, Callable[..., Any]] = {
     "train_prior": train_prior,
     "synthesize": synthesize,
     "reference": reference,
+    "labellers": labellers,
     "dfid": dfid,
     "sweep": sweep,
     "downstream": downstream,

@@ -7,8 +7,8 @@ Every parameter defaults to params.yaml's ``probe_heads`` group.
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # check the params before Prefect and torch load (flows._cli.main)
-    from flows._cli import main
+if __name__ == "__main__":  # check the params before Prefect and torch load (flows.cli.run.main)
+    from flows.cli.run import main
     from flows.schema.probe_heads import ProbeHeadsParams
 
     main(ProbeHeadsParams)
@@ -17,8 +17,8 @@ from typing import Any
 
 from prefect import flow
 
-from flows._cli import check_runtime
 from flows._params import stage_defaults
+from flows.cli.run import check_runtime
 from flows.schema.base import validate
 from flows.schema.probe_heads import ProbeHeadsParams
 from tasks.heads import run_probes

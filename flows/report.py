@@ -12,8 +12,8 @@ Every parameter defaults to params.yaml's ``report`` group.
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # check the params before Prefect loads (flows._cli.main)
-    from flows._cli import main
+if __name__ == "__main__":  # check the params before Prefect loads (flows.cli.run.main)
+    from flows.cli.run import main
     from flows.schema.report import ReportParams
 
     main(ReportParams)
@@ -38,9 +38,10 @@ def report(
     sweep: dict[str, Any] = D["sweep"],
     downstream: dict[str, Any] = D["downstream"],
     downstream_extra: list[dict[str, Any]] = D["downstream_extra"],
+    labellers: list[dict[str, Any]] = D["labellers"],
     out_file: str = D["out_file"],
 ) -> str:
     """Write ``out_file``: every section's metrics (``{metrics, plots}``; the extra downstream
-    records also ``{title, command}``) rendered as one Markdown measurement record."""
+    records and the labeller records also ``{title, command}``) as one Markdown record."""
     p = validate(ReportParams, locals())
     return write_results_report(p)

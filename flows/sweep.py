@@ -10,8 +10,8 @@ params.yaml's ``sweep`` group.
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # check the params before Prefect and torch load (flows._cli.main)
-    from flows._cli import main
+if __name__ == "__main__":  # check the params before Prefect and torch load (flows.cli.run.main)
+    from flows.cli.run import main
     from flows.schema.sweep import SweepParams
 
     main(SweepParams)
@@ -20,8 +20,8 @@ from typing import Any
 
 from prefect import flow
 
-from flows._cli import check_runtime
 from flows._params import stage_defaults
+from flows.cli.run import check_runtime
 from flows.schema.base import validate
 from flows.schema.sweep import SweepParams
 from tasks.sweep import guidance_sweep

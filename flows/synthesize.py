@@ -21,8 +21,8 @@ default run's; give other paths (or null: none) to put them elsewhere.
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # check the params before Prefect and torch load (flows._cli.main)
-    from flows._cli import main
+if __name__ == "__main__":  # check the params before Prefect and torch load (flows.cli.run.main)
+    from flows.cli.run import main
     from flows.schema.synthesize import SynthesizeParams
 
     main(SynthesizeParams)
@@ -42,8 +42,8 @@ from dag_core.interrupt import reporting_progress, stop_work_on_interrupt
 from dag_core.runtime import RuntimeConfig
 from dag_core.shards import completed_shards
 from dag_core.synthesis import SPEC_NAME, SynthesisSpec, check_spec_fits, spec_matches
-from flows._cli import check_runtime
 from flows._params import stage_defaults
+from flows.cli.run import check_runtime
 from flows.schema.base import validate
 from flows.schema.synthesize import SynthesizeParams
 from flows.schema.task_runner import TaskRunnerConfig

@@ -6,8 +6,8 @@ with :func:`stage_task`, which turns result persistence and Prefect's input-hash
 
 from __future__ import annotations
 
-# environment defaults (PREFECT_HOME, analytics off, OMP_WAIT_POLICY) before prefect/torch load
-import tasks.env  # noqa: F401
+# process defaults (dag_core.process: PREFECT_HOME, OMP_WAIT_POLICY, ...) before prefect/torch
+import dag_core.process  # noqa: F401
 
 # isort: split
 import logging

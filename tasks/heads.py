@@ -14,7 +14,7 @@ from dag_core.atomic import atomic_open, replace_dir, write_text_atomic
 from dag_core.backbone import load_base_model, model_hash
 from dag_core.depthnorm import DepthNorm
 from dag_core.errors import DagError
-from dag_core.heads import DepthHeads, HeadConfig, train_heads
+from dag_core.heads import DepthHeads, HeadConfig, replacement_batches, train_heads
 from dag_core.probe import (
     accuracy_at_head_resolution,
     accuracy_vs_t,
@@ -34,17 +34,6 @@ TRAIN_TIME_FILE = "train_time.json"
 
 def head_config(config: dict[str, Any]) -> HeadConfig:
     return config_from_params(HeadConfig, config, "head")
-
-
-def batches_from(images: torch.Tensor, depth: torch.Tensor, batch_size: int, seed: int):
-    """Step → a random batch of labelled pairs (deterministic in seed and step)."""
-
-    def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        idx = torch.randint(0, images.shape[0], (min(batch_size, images.shape[0]),), generator=g)
-        return images[idx], depth[idx]
-
-    return batch
 
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
@@ -95,7 +84,7 @@ def fit_heads(
             heads, log_rows = train_heads(
                 base.unet,
                 base.scheduler,
-                batches_from(images, depth, cfg.batch_size, cfg.seed),
+                replacement_batches(images, depth, cfg.batch_size, cfg.seed),
                 cfg,
                 depth_norm,
                 base_hash=model_hash(base.unet),

@@ -50,6 +50,16 @@ def _record(section: Mapping[str, Any], data: Mapping[str, Any]) -> Record:
     )
 
 
+def _with_times(path: str) -> dict[str, Any]:
+    """A labeller record with its fit times (``times``), when its ``.times.json`` is there."""
+    from dag_core.results.labellers import times_path
+
+    data = read_json(path)
+    if Path(times_path(path)).is_file():
+        data["times"] = read_json(times_path(path))
+    return data
+
+
 def read_records(
     heads: Mapping[str, Any],
     synthesis: Mapping[str, Any],
@@ -57,6 +67,7 @@ def read_records(
     sweep: Mapping[str, Any],
     downstream: Mapping[str, Any],
     downstream_extra: Sequence[Mapping[str, Any]],
+    labellers: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The records each section of the report renders, read from the files its params name
     (``{metrics, plots}`` per section): keyword arguments of
@@ -68,6 +79,7 @@ def read_records(
         "sweep": _record(sweep, read_sweep(sweep["metrics"])),
         "downstream": _record(downstream, read_json(downstream["metrics"])),
         "extra": [_record(e, read_json(e["metrics"])) for e in downstream_extra],
+        "labellers": [_record(e, _with_times(e["metrics"])) for e in labellers],
     }
 
 
@@ -80,13 +92,19 @@ def render_results(params: Mapping[str, Any]) -> str:
         params["sweep"],
         params["downstream"],
         params["downstream_extra"],
+        params["labellers"],
     )
     missing = [
         p
         for section in ("heads", "synthesis", "dfid", "sweep", "downstream")
         for p in params[section]["plots"]
         if not Path(p).exists()
-    ] + [p for e in params["downstream_extra"] for p in e["plots"] if not Path(p).exists()]
+    ] + [
+        p
+        for e in (*params["downstream_extra"], *params["labellers"])
+        for p in e["plots"]
+        if not Path(p).exists()
+    ]
     if missing:
         run_logger().warning("the report points to plots that do not exist: %s", missing)
     return results_report(**records)

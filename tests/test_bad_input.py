@@ -503,7 +503,7 @@ cases = json.load(open(sys.argv[1]))
 results = []
 for stage, params, overrides in cases:
     fn = getattr(importlib.import_module(f"flows.{stage}"), stage)
-    from flows._cli import run_stage
+    from flows.cli.run import run_stage
     from flows.schema.stages import SCHEMAS
     with tempfile.TemporaryFile("w+") as err:
         sys.stderr.flush()
@@ -562,7 +562,7 @@ def test_bad_inputs_end_in_one_error_line_and_lose_nothing(project: dict[str, An
 EARLY = """
 import json, sys
 from dag_core.errors import ParamError
-from flows._cli import stage_params
+from flows.cli.parse import stage_params
 from flows.schema.stages import SCHEMAS
 lines = []
 for stage, params in json.load(open(sys.argv[1])):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +12,8 @@ import pytest
 import yaml
 
 from dag_core.errors import DagError, RunInterrupted
-from flows._cli import run_cli, run_stage
 from flows._params import apply_overrides, load_group, read_group, stage_defaults
+from flows.cli.run import run_cli, run_stage
 from flows.schema.stages import validate_stage
 from flows.schema.synthesize import SynthesizeParams
 
@@ -134,6 +136,7 @@ def _stage(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
         ("downstream", "config.steps=0", "error: downstream.config.steps=0: must be >= 3"),
         ("sweep", "scales=[1, x]", "error: sweep.scales[1]='x': expected a number"),
         ("train_heads", "norm.kind=cubic", "error: train_heads.norm.kind='cubic': expected one"),
+        ("labellers", "reference=nope", "error: labellers.reference names unknown labeller(s)"),
     ],
 )
 def test_bad_value_is_one_line_before_prefect_or_torch(
@@ -232,3 +235,30 @@ def test_pipeline_checks_every_stage_before_the_first_runs(
     with pytest.raises(SystemExit):
         main(["--params", str(path), "base_model", "downstream"])
     assert "unknown parameter(s) downstream.n_epochs" in capsys.readouterr().err
+
+
+def test_process_defaults_are_set_once_for_flows_and_tasks() -> None:
+    """``import flows`` (every stage command) and ``import tasks`` (a worker) get the same four
+    defaults from :mod:`dag_core.process`, which loads neither Prefect nor torch; a value the
+    caller set wins."""
+    names = ("PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK", "OMP_WAIT_POLICY")
+    env = {k: v for k, v in os.environ.items() if k not in names}
+    env["OMP_WAIT_POLICY"] = "ACTIVE"  # the caller's choice
+    want = {
+        "PREFECT_HOME": str(ROOT / ".prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "OMP_WAIT_POLICY": "ACTIVE",
+    }
+    for package, prefect in (("dag_core.process", False), ("flows", False), ("tasks", True)):
+        code = (
+            f"import json, os, sys, {package}\n"
+            f"print(json.dumps([{{n: os.environ.get(n) for n in {names!r}}}, "
+            "'torch' in sys.modules, 'prefect' in sys.modules]))"
+        )
+        run = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        got, torch_loaded, prefect_loaded = json.loads(run.stdout.splitlines()[-1])
+        assert (got, torch_loaded, prefect_loaded) == (want, False, prefect), package

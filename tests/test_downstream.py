@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from dag_core.depthnet import seeded_depth_net
 from dag_core.depthnorm import DepthNorm
 from dag_core.downstream import (
     DepthNet,
@@ -26,7 +27,6 @@ from dag_core.downstream import (
     save_depth_net,
     train_depth_net,
 )
-from dag_core.downstream.model import seeded_depth_net
 from dag_core.errors import DagError
 from dag_core.nyu import read_densedepth
 from dag_core.runtime import shared_cpu

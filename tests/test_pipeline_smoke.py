@@ -48,6 +48,14 @@ def test_dvc_repro_smoke_profile(tmp_path: Path, api: str, nyu_test50_dir: Path)
 
     heads = json.loads((project / "metrics/heads.json").read_text())
     assert heads["strong"]["abs_rel"] > 0 and heads["mean_depth_baseline"]["abs_rel"] > 0
+    labellers = json.loads((project / "metrics/labellers.json").read_text())
+    assert list(labellers["labellers"]) == ["heads", "heads-tta", "scratch", "fit-s"]
+    assert labellers["runs"] == 2 and labellers["labellers"]["scratch"]["runs"] == 2
+    assert [(r["labeller"], r["n"]) for r in labellers["ceiling"]] == [("fit-s", 4), ("scratch", 4)]
+    times = json.loads((project / "metrics/labellers.times.json").read_text())
+    assert set(times) == {"heads", "heads-tta", "scratch", "fit-s", "fit-s@4", "scratch@4"}
+    assert "| fit-s | fit |" in (project / "metrics/labellers.md").read_text()
+    assert not list((project / "metrics").glob(".*.resume"))  # the record is out: no resume left
     synth = json.loads((project / "metrics/synthesis.json").read_text())
     assert set(synth) == {"unguided", "dag"} and synth["dag"]["L_dc"] >= 0
     dfid = json.loads((project / "metrics/dfid.json").read_text())

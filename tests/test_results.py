@@ -50,7 +50,7 @@ def committed_records() -> dict[str, Any]:
     from tasks.report import read_records
 
     p = validate(ReportParams, stage_defaults("report"))
-    keys = ("heads", "synthesis", "dfid", "sweep", "downstream", "downstream_extra")
+    keys = ("heads", "synthesis", "dfid", "sweep", "downstream", "downstream_extra", "labellers")
     return read_records(*(p[k] for k in keys))
 
 
@@ -80,7 +80,10 @@ def test_readme_headline_is_the_committed_metrics_rendered(at_root: Path) -> Non
     """The README's headline table is :func:`headline_table` of the committed metrics."""
     records = committed_records()
     fresh = headline_table(
-        records["heads"], records["dfid"], [records["downstream"], *records["extra"]]
+        records["heads"],
+        records["dfid"],
+        [records["downstream"], *records["extra"]],
+        records["labellers"],
     )
     text = README.read_text()
     match = HEADLINE.search(text)
@@ -115,7 +118,7 @@ def test_report_stage_deps_cover_every_file_it_reads() -> None:
 
         deps = [Path(TEMPLATE.sub(value, str(d))) for d in stage["deps"]]
         reads = [group[s]["metrics"] for s in ("heads", "synthesis", "dfid", "sweep", "downstream")]
-        reads += [e["metrics"] for e in group["downstream_extra"]]
+        reads += [e["metrics"] for e in (*group["downstream_extra"], *group["labellers"])]
         for path in map(Path, reads):
             assert any(path == d or d in path.parents for d in deps), (name, path)
         outs = [TEMPLATE.sub(value, str(next(iter(o)))) for o in stage["outs"]]

@@ -36,17 +36,28 @@ Losses (``config.loss``), both on valid pixels only (:meth:`DepthNorm.valid`):
 * ``silog``  — the scale-invariant log loss of Eigen et al. (2014) on depth in metres,
   ``sqrt(mean(g²) − λ·mean(g)²)`` with ``g = log d̂ − log d`` and λ = 0.85.
 
-One responsibility per module: :mod:`~dag_core.downstream.model` (:class:`DepthNet`),
-:mod:`~dag_core.downstream.data` (square crops, shuffled stream),
+The network itself (:class:`DepthNet`, its safetensors + JSON files, :func:`predict_depth`) is
+:mod:`dag_core.depthnet`, which the dFID's scorer shares; it is re-exported here. One
+responsibility per module: :mod:`~dag_core.downstream.data` (square crops, shuffled stream),
 :mod:`~dag_core.downstream.training` (:func:`train_depth_net`: regimes ``alone``, ``finetune``,
 ``mix``, validation checkpoints), :mod:`~dag_core.downstream.relabel` (the diagnostic's
 re-labelled sets),
-:mod:`~dag_core.downstream.evaluation` (metrics, run means, paired comparisons),
-:mod:`~dag_core.downstream.persistence` (safetensors + JSON) and
+:mod:`~dag_core.downstream.evaluation` (metrics, run means, paired comparisons) and
 :mod:`~dag_core.downstream.report` (metrics record, Markdown tables). Import from here.
 """
 
 from dag_core.configs.downstream import LOSSES, REGIMES, DownstreamConfig, TrainingSet
+from dag_core.depthnet import (
+    FORMAT_VERSION,
+    META_FILE,
+    WEIGHTS_FILE,
+    ConvBlock,
+    DepthNet,
+    inference_size,
+    load_depth_net,
+    predict_depth,
+    save_depth_net,
+)
 from dag_core.downstream.data import (
     SHUFFLE_BUFFER,
     count_pairs,
@@ -61,19 +72,9 @@ from dag_core.downstream.evaluation import (
     evaluate,
     evaluate_per_image,
     evaluate_training_sets,
-    inference_size,
     mean_over_runs,
     mean_with_ci,
     paired_comparison,
-    predict_depth,
-)
-from dag_core.downstream.model import ConvBlock, DepthNet
-from dag_core.downstream.persistence import (
-    FORMAT_VERSION,
-    META_FILE,
-    WEIGHTS_FILE,
-    load_depth_net,
-    save_depth_net,
 )
 from dag_core.downstream.relabel import estimator_labeller, heads_labeller, relabel_dataset
 from dag_core.downstream.report import (

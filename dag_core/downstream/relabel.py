@@ -11,16 +11,16 @@ depth net, e.g. the reference estimator the dFID uses.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from dag_core.downstream.evaluation import predict_depth
-from dag_core.downstream.persistence import load_depth_net
+from dag_core.depthnet import load_depth_net, predict_depth
 from dag_core.errors import DagError
 from dag_core.shards import Sample, read_samples, write_dataset
 
@@ -29,23 +29,39 @@ Labeller = Callable[[np.ndarray], np.ndarray]
 
 
 def heads_labeller(
-    base_model: str | Path, heads: str | Path, device: str | torch.device = "cpu"
+    base_model: str | Path,
+    heads: str | Path,
+    device: str | torch.device = "cpu",
+    *,
+    t_values: Sequence[int] = (0,),
+    draws: int = 1,
 ) -> Labeller:
-    """The depth heads' labels: MLP-S at t = 0 on clean images, as synthesis stores them."""
+    """The depth heads' labels: MLP-S at t = 0 on clean images, as synthesis stores them (or
+    averaged over ``t_values`` × ``draws``: :func:`dag_core.heads.labelling.average_label`)."""
     from dag_core.backbone import load_base_model, model_hash
     from dag_core.heads import DepthHeads
-    from dag_core.sampling import final_label
 
     base = load_base_model(base_model, device=device)
     depth_heads = DepthHeads.load(heads).to(device).eval().requires_grad_(False)
     depth_heads.check_compatible(base.unet, base_hash=model_hash(base.unet))
+    return labeller_from_heads(base, depth_heads, t_values=t_values, draws=draws)
+
+
+def labeller_from_heads(
+    base: Any, heads: Any, *, t_values: Sequence[int] = (0,), draws: int = 1
+) -> Labeller:
+    """:func:`heads_labeller` for a loaded base model (``.unet``, ``.scheduler``) and heads."""
+    from dag_core.heads.labelling import average_label
+
     size = int(base.unet.config.sample_size)
+    device = base.unet.device
 
     def label(rgb: np.ndarray) -> np.ndarray:
         if rgb.shape[1:3] != (size, size):
             raise DagError(f"images are {rgb.shape[1:3]}, the base model takes {size}×{size}")
         x = torch.from_numpy(rgb).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        depth, _ = final_label(base.unet, depth_heads, x.to(base.unet.dtype))
+        x = x.to(base.unet.dtype)
+        depth = average_label(base.unet, base.scheduler, heads, x, t_values, draws)
         return depth[:, 0].float().cpu().numpy()
 
     return label

@@ -42,9 +42,9 @@ from torch import Tensor
 
 from dag_core.atomic import write_bytes_atomic
 from dag_core.configs.downstream import DownstreamConfig
+from dag_core.depthnet import DepthNet, seeded_depth_net
 from dag_core.depthnorm import DepthNorm
 from dag_core.downstream.data import pair_stream, square_pairs
-from dag_core.downstream.model import DepthNet, seeded_depth_net
 from dag_core.errors import DagError
 from dag_core.metrics.depth import DepthMetricAccumulator
 

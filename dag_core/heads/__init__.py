@@ -38,6 +38,7 @@ from dag_core.heads.training import (
     Batches,
     fit_pixel_heads,
     random_batches,
+    replacement_batches,
     train_heads,
 )
 
@@ -57,5 +58,6 @@ __all__ = [
     "member_seed",
     "predict_depth",
     "random_batches",
+    "replacement_batches",
     "train_heads",
 ]

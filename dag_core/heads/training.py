@@ -53,6 +53,21 @@ def random_batches(
     return batch
 
 
+def replacement_batches(
+    images: Tensor, depths: Tensor, batch_size: int, seed: int = 0
+) -> Callable[[int], Batch]:
+    """A ``step -> (images, depths)`` sampler drawing each batch's pairs with replacement, a
+    function of step and seed (how stage ``train_heads`` feeds :func:`train_heads`)."""
+
+    def batch(step: int) -> Batch:
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        size = min(batch_size, images.shape[0])
+        index = torch.randint(0, images.shape[0], (size,), generator=generator)
+        return images[index], depths[index]
+
+    return batch
+
+
 def _batch_stream(batches: Batches, steps: int, log: Callable[[str], None]) -> Iterator[Batch]:
     """``steps`` batches from a ``step -> batch`` callable or a (re-iterated) iterable."""
     if callable(batches):

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from dag_core.atomic import atomic_path
-from dag_core.downstream import WEIGHTS_FILE, load_depth_net, predict_depth
+from dag_core.depthnet import WEIGHTS_FILE, load_depth_net, predict_depth
 from dag_core.errors import DagError
 from dag_core.metrics.effect import (
     RealFeatures,

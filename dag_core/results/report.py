@@ -12,6 +12,7 @@ from dag_core.results.downstream import (
     downstream_splits,
 )
 from dag_core.results.generation import dfid_section, heads_section, synthesis_section
+from dag_core.results.labellers import labellers_section
 from dag_core.results.markdown import Record, counts_text, difference, interval, num, require, table
 from dag_core.results.sweep import sweep_section
 
@@ -22,13 +23,16 @@ GENERATED = (
 )
 
 
-def headline_rows(heads: Record, dfid: Record, downstream: Sequence[Record]) -> list[list[str]]:
+def headline_rows(
+    heads: Record, dfid: Record, downstream: Sequence[Record], labellers: Sequence[Record] = ()
+) -> list[list[str]]:
     """The headline results, one contrast throughout: the last variant ``dfid`` compares with
     its reference variant (``dag`` − ``unguided``). Rows: the heads' accuracy; that contrast's
     consistency, dFID and FID, and the reference's dFID above real images; then, per test split,
     the downstream AbsRel of the same contrast, of ``labelled+dag`` − ``labelled`` (the labels
     with synthetic pairs against the labels alone) and of ``labelled+dag`` − ``labelled+unguided``
-    (a later downstream record's row replaces an earlier one's for the same contrast and split)."""
+    (a later downstream record's row replaces an earlier one's for the same contrast and split);
+    with labeller records, the last one's best labeller against its reference labeller."""
     h, d = heads.data, dfid.data
     require(h, ("strong", "mean_depth_baseline", "n_heldout"), heads.path)
     rows = [
@@ -40,6 +44,8 @@ def headline_rows(heads: Record, dfid: Record, downstream: Sequence[Record]) -> 
             f"`{heads.path}`",
         ]
     ]
+    if labellers:
+        rows.append(labeller_row(labellers[-1]))
     ref = d.get("reference_variant")
     paired = d.get(f"vs_{ref}") if ref else None
     if not paired:
@@ -91,11 +97,33 @@ def headline_rows(heads: Record, dfid: Record, downstream: Sequence[Record]) -> 
     return rows + [picked[key] for key in sorted(picked, key=lambda k: k[0])]
 
 
-def headline_table(heads: Record, dfid: Record, downstream: Sequence[Record]) -> str:
+def labeller_row(record: Record) -> list[str]:
+    """The headline row of a labeller record: its best labeller on the test split against the
+    record's reference labeller (paired, same images)."""
+    data = record.data
+    ref = data["reference"]
+    diffs = {row["set"]: row for row in data["comparisons"]}
+    best = min(diffs, key=lambda name: data["labellers"][name]["abs_rel"]) if diffs else ref
+    row = data["labellers"][best]
+    if best == ref:
+        value = f"{num(row['abs_rel'], 3)} (the reference is the best)"
+    else:
+        value = f"{num(row['abs_rel'], 3)}; − {ref}: {difference(diffs[best], 'abs_rel', 3)}"
+    return [
+        f"labeller AbsRel on the test split, best: {best}",
+        value,
+        f"{data['test']['count']} test images, {data['runs']} run(s) per fitted labeller",
+        f"`{record.path}`",
+    ]
+
+
+def headline_table(
+    heads: Record, dfid: Record, downstream: Sequence[Record], labellers: Sequence[Record] = ()
+) -> str:
     """:func:`headline_rows` as a Markdown table (the README's and the report's)."""
     return table(
         ["result", "value [95 % CI]: verdict", "measured on", "record"],
-        headline_rows(heads, dfid, downstream),
+        headline_rows(heads, dfid, downstream, labellers),
     )
 
 
@@ -106,6 +134,7 @@ def results_report(
     sweep: Record,
     downstream: Record,
     extra: Sequence[Record] = (),
+    labellers: Sequence[Record] = (),
 ) -> str:
     """The whole measurement record (``reports/results.md``), one section per record."""
     records = [downstream, *extra]
@@ -117,8 +146,9 @@ def results_report(
         "change; `tests/test_results.py` fails while this file and the README's headline table "
         "differ from the committed metrics. Settings are in `params.yaml` (each stage's group); "
         "`dvc metrics show` / `dvc metrics diff` read the same files.",
-        "## Headline\n\n" + headline_table(heads, dfid, records).rstrip("\n"),
+        "## Headline\n\n" + headline_table(heads, dfid, records, labellers).rstrip("\n"),
         heads_section(heads).rstrip("\n"),
+        *(labellers_section(r).rstrip("\n") for r in labellers),
         synthesis_section(synthesis).rstrip("\n"),
         dfid_section(dfid).rstrip("\n"),
         sweep_section(sweep).rstrip("\n"),

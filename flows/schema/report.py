@@ -55,6 +55,7 @@ class ReportParams(StageParams):
     sweep: Section
     downstream: Section
     downstream_extra: list[ExtraSection]
+    labellers: list[ExtraSection]
     out_file: OutFile
 
     @classmethod
@@ -64,6 +65,8 @@ class ReportParams(StageParams):
             yield cls.key(f"{name}.metrics"), p[name]["metrics"], stage
         for i, extra in enumerate(p["downstream_extra"]):
             yield cls.key(f"downstream_extra[{i}].metrics"), extra["metrics"], None
+        for i, record in enumerate(p["labellers"]):
+            yield cls.key(f"labellers[{i}].metrics"), record["metrics"], "labellers"
 
     @classmethod
     def check(cls, p: dict[str, Any]) -> None:
@@ -77,6 +80,7 @@ class ReportParams(StageParams):
         """(dotted key, path) of every plot or table a section cites."""
         named = [(name, p[name]) for name in PRODUCERS]
         named += [(f"downstream_extra[{i}]", e) for i, e in enumerate(p["downstream_extra"])]
+        named += [(f"labellers[{i}]", e) for i, e in enumerate(p["labellers"])]
         for name, section in named:
             for i, plot in enumerate(section["plots"]):
                 yield cls.key(f"{name}.plots[{i}]"), plot

@@ -17,6 +17,7 @@ from flows.schema.base_model import BaseModelParams
 from flows.schema.dfid import DfidParams
 from flows.schema.downstream import DownstreamParams
 from flows.schema.label_subset import LabelSubsetParams
+from flows.schema.labellers import LabellersParams
 from flows.schema.probe_heads import ProbeHeadsParams
 from flows.schema.reference import ReferenceParams
 from flows.schema.report import ReportParams
@@ -35,6 +36,7 @@ SCHEMAS: dict[str, type[StageParams]] = {
         TrainPriorParams,
         SynthesizeParams,
         ReferenceParams,
+        LabellersParams,
         DfidParams,
         SweepParams,
         DownstreamParams,

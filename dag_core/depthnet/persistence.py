@@ -11,8 +11,8 @@ import safetensors.torch
 from dag_core.atomic import write_bytes_atomic, write_text_atomic
 from dag_core.checkpoint import load_weights, model_files, read_meta
 from dag_core.configs.downstream import DownstreamConfig
+from dag_core.depthnet.model import DepthNet
 from dag_core.depthnorm import DepthNorm
-from dag_core.downstream.model import DepthNet
 from dag_core.errors import DagError
 
 WEIGHTS_FILE = "depth_net.safetensors"
