@@ -1,9 +1,13 @@
 """Hugging Face ``datasets`` interop for the image–depth shard datasets (paper §4's synthetic data).
 
 A dataset written by DAG synthesis (Kim et al., arXiv 2212.08861) — or any shard dataset of
-:mod:`dag_core.shards` — is plain Parquet, so ``datasets`` opens it as it is. Give it the file
-list of :func:`shard_files`, which first checks that the dataset is whole (manifest present,
-every listed shard there with its row count and sha256, none unlisted; a glob such as
+:mod:`dag_core.shards` — is plain Parquet whose schema (version 3) declares ``datasets``
+features, so ``datasets`` alone opens and decodes it: ``load_dataset(directory)`` (the folder's
+``README.md`` card names the shards), ``rgb`` a PIL image, ``depth`` an ``Array2D`` of stored
+values (metres for float16 / float32, millimetres for uint16mm; the card and the field metadata
+say which). This module adds the package's checks and decoding. Give ``datasets`` the file list
+of :func:`shard_files`, which first checks that the dataset is whole (manifest present, every
+listed shard there with its row count and sha256, none unlisted; a glob such as
 ``part-*.parquet`` would read a dataset with a shard missing or damaged as whole)::
 
     from datasets import load_dataset
@@ -18,12 +22,13 @@ every listed shard there with its row count and sha256, none unlisted; a glob su
 :func:`load_shards` does all three. ``verify=False`` skips the check (a dataset still being
 written).
 
-The raw columns are those of :data:`dag_core.shards.SCHEMA`: ``rgb`` PNG bytes, ``depth`` raw
-little-endian bytes in ``depth_dtype`` (``float16`` / ``float32`` / ``uint16mm``), ``height``,
+The columns are those of :data:`dag_core.shards.SCHEMA`: ``rgb`` (an ``Image``; PNG bytes in
+schema versions 1–2), ``depth`` (an ``Array2D`` of ``depth_dtype``'s values; raw little-endian
+bytes in versions 1–2), ``depth_dtype`` (``float16`` / ``float32`` / ``uint16mm``), ``height``,
 ``width``, ``seed``, ``source``, ``meta`` (JSON text) and ``uncertainty`` (float32, nullable).
-:func:`decode_example` and :func:`decode_batch` turn them into arrays with the same decoding as
-the project's own readers (:func:`dag_core.shards.decode_depth`), so depth is float32 metres and
-never 8-bit. ``datasets`` itself is an optional dependency (the ``dev`` extra); only
+:func:`decode_example` and :func:`decode_batch` turn any version into arrays with the same
+decoding as the project's own readers (:func:`dag_core.shards.decode_depth`), so depth is float32
+metres and never 8-bit. ``datasets`` itself is an optional dependency (the ``dev`` extra); only
 :func:`load_shards` imports it.
 """
 
@@ -39,8 +44,11 @@ from PIL import Image
 
 from dag_core.errors import DagError
 from dag_core.shards import decode_depth, verify_dataset
+from dag_core.shards.codec import depth_metres
 
 _DECODED = ("image", "depth", "meta")
+#: the numpy dtype ``datasets`` hands version 3 depth back in, by ``depth_dtype``
+_STORED = {"float16": np.float16, "float32": np.float32, "uint16mm": np.uint16}
 
 
 def decode_example(row: dict[str, Any]) -> dict[str, Any]:
@@ -49,9 +57,17 @@ def decode_example(row: dict[str, Any]) -> dict[str, Any]:
     none, as in shards of schema version 1) are passed through, the raw byte columns dropped."""
     try:
         height, width = int(row["height"]), int(row["width"])
-        depth = decode_depth(row["depth"], row["depth_dtype"], height, width)
-        with Image.open(io.BytesIO(row["rgb"])) as im:
-            image = np.asarray(im.convert("RGB"))
+        depth, dtype = row["depth"], row["depth_dtype"]
+        if isinstance(depth, bytes):  # schema versions 1 and 2
+            depth = decode_depth(depth, dtype, height, width)
+        else:  # version 3: an Array2D of stored values (lists, or an array when formatted)
+            stored = np.asarray(depth, dtype=_STORED[dtype])
+            if stored.shape != (height, width):
+                raise DagError(
+                    f"row {row.get('id')!r}: depth {stored.shape} does not fit {height}x{width}"
+                )
+            depth = depth_metres(stored, dtype)
+        image = _rgb_array(row["rgb"])
     except KeyError as exc:
         raise DagError(f"row has no column {exc}; expected a dag_core shard dataset") from None
     if image.shape[:2] != (height, width):
@@ -64,6 +80,17 @@ def decode_example(row: dict[str, Any]) -> dict[str, Any]:
     meta = row.get("meta")
     out.update(image=image, depth=depth, meta=json.loads(meta) if meta else {})
     return out
+
+
+def _rgb_array(rgb: Any) -> np.ndarray:
+    """The uint8 (H, W, 3) of an ``rgb`` cell: PNG bytes, an undecoded ``Image`` struct, or the
+    PIL image ``datasets`` decodes it to."""
+    if isinstance(rgb, dict):
+        rgb = rgb["bytes"]
+    if isinstance(rgb, bytes):
+        with Image.open(io.BytesIO(rgb)) as im:
+            return np.asarray(im.convert("RGB"))
+    return np.asarray(rgb.convert("RGB"))
 
 
 def decode_batch(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:

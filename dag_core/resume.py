@@ -20,6 +20,7 @@ from typing import Any
 from dag_core.atomic import write_text_atomic
 from dag_core.errors import DagError
 from dag_core.shards import MANIFEST_NAME, completed_shards, write_manifest
+from dag_core.shards.card import CardInfo
 from dag_core.shards.codec import SHARD_RE
 from dag_core.shards.integrity import sidecar
 from dag_core.synthesis import SPEC_NAME, spec_matches
@@ -56,8 +57,11 @@ def prepare_variant_dir(
     return ResumePlan(todo=todo, done=done & set(range(num_shards)), cleared=cleared)
 
 
-def finish_variant_dir(directory: str | Path, num_shards: int) -> dict:
-    """Drop shards beyond ``num_shards`` (none in a clean run) and write the manifest; return it.
+def finish_variant_dir(
+    directory: str | Path, num_shards: int, card: CardInfo | None = None
+) -> dict:
+    """Drop shards beyond ``num_shards`` (none in a clean run) and write the dataset card
+    (``card``; None keeps the recorded one) and the manifest; return the manifest.
 
     DagError naming the shards that do not verify, if any of ``0 … num_shards-1`` does not.
     """
@@ -69,4 +73,4 @@ def finish_variant_dir(directory: str | Path, num_shards: int) -> dict:
     missing = sorted(set(range(num_shards)) - completed_shards(directory))
     if missing:
         raise DagError(f"{directory}: shard(s) {missing} did not verify after rendering; rerun")
-    return write_manifest(directory)
+    return write_manifest(directory, card)

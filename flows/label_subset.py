@@ -39,6 +39,7 @@ def label_subset(
     base_model: str = D["base_model"],
     resolution: int | None = D["resolution"],
     depth_dtype: str = D["depth_dtype"],
+    license: str = D["license"],
     out_dir: str = D["out_dir"],
     runtime: dict[str, Any] = D["runtime"],
 ) -> str:
@@ -62,6 +63,7 @@ def label_subset(
         depth_dir=p["depth_dir"],
         split=p["split"],
         depth_dtype=p["depth_dtype"],
+        license=p["license"],
     )
     written("label_subset", [f"{out}/train", f"{out}/heldout"])
     return out

@@ -44,6 +44,7 @@ def reference(
     n_test: int = D["n_test"],
     n_floor: int = D["n_floor"],
     data_dir: str = D["data_dir"],
+    license: str = D["license"],
     out_dir: str = D["out_dir"],
     norm: dict[str, Any] = D["norm"],
     config: dict[str, Any] = D["config"],
@@ -56,7 +57,9 @@ def reference(
     p = validate(ReferenceParams, locals())
     runtime = check_runtime(p["runtime"])
     data_dir = p["data_dir"]
-    write_world_reference(data_dir, p["resolution"], p["n_train"], p["n_test"], p["n_floor"])
+    write_world_reference(
+        data_dir, p["resolution"], p["n_train"], p["n_test"], p["n_floor"], license=p["license"]
+    )
     fit_depth_net([f"{data_dir}/train"], p["out_dir"], p["config"], p["norm"], runtime)
     out = write_real_features(
         f"{data_dir}/test", p["out_dir"], p["extractor"], p["fid_batch_size"], runtime

@@ -36,6 +36,7 @@ from prefect import flow, get_run_logger
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from dag_core.atomic import write_text_atomic
+from dag_core.cards import synthetic_card
 from dag_core.errors import DagError, RunInterrupted
 from dag_core.interrupt import reporting_progress, stop_work_on_interrupt
 from dag_core.runtime import RuntimeConfig
@@ -165,7 +166,15 @@ def _render_variant(
                 f"{exc}); {done}/{spec.num_shards} shards of {target} are written, rerun the "
                 "same command to resume"
             ) from None
-    finish_variant(target, spec.num_shards)
+    card = synthetic_card(
+        variant,
+        license=p["license"],
+        base_model=p["base_model"],
+        heads=p["heads"],
+        prior=p["prior"] if variant_uses_prior(spec, variant) else None,
+        num_samples=spec.num_samples,
+    )
+    finish_variant(target, spec.num_shards, card.to_dict())
 
 
 @flow(name="synthesize-dataset", persist_result=False)
@@ -182,6 +191,7 @@ def synthesize(
     steps: int = D["steps"],
     eta: float = D["eta"],
     depth_dtype: str = D["depth_dtype"],
+    license: str = D["license"],
     guidance: dict[str, Any] = D["guidance"],
     variants: dict[str, dict[str, Any] | None] = D["variants"],
     task_runner: dict[str, Any] = D["task_runner"],

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from dag_core.atomic import replace_dir, write_text_atomic
+from dag_core.cards import reference_card
 from dag_core.depthnorm import DepthNorm
 from dag_core.downstream import (
     DownstreamConfig,
@@ -36,12 +37,18 @@ def downstream_config(config: dict[str, Any]) -> DownstreamConfig:
 
 @stage_task
 def write_world_reference(
-    out_dir: str, resolution: int, n_train: int, n_test: int, n_floor: int = 0
+    out_dir: str,
+    resolution: int,
+    n_train: int,
+    n_test: int,
+    n_floor: int = 0,
+    license: str = "other",
 ) -> str:
     """World pairs the labelled subset never sees: ``train`` for the reference depth estimator,
     ``test`` as the real image set for FID and the held-out procedural test split, and (n_floor
     > 0) ``floor``: more held-out pairs that give the FID / dFID a real set reaches at the
-    generated sets' count (the dfid stage's floor)."""
+    generated sets' count (the dfid stage's floor). Each split has its dataset card (``license``
+    its licence field)."""
     with replace_dir(out_dir) as tmp:
         splits = [
             ("train", REFERENCE_SEED_BASE, n_train),
@@ -54,7 +61,9 @@ def write_world_reference(
                 Sample(id=f"world-{s:09d}", rgb=rgb, depth=d, seed=s, source="world")
                 for s, rgb, d in iter_scenes(start, count, resolution)
             )
-            write_dataset(tmp / name, samples, shard_size=1000, depth_dtype="float16")
+            sizes = {split: count for split, _, count in splits}
+            card = reference_card(name, license=license, resolution=resolution, rows=sizes)
+            write_dataset(tmp / name, samples, shard_size=1000, depth_dtype="float16", card=card)
     run_logger().info("world reference sets: %d train, %d test, %d floor", n_train, n_test, n_floor)
     return out_dir
 

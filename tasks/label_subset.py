@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from dag_core.atomic import replace_dir
+from dag_core.cards import labelled_card
 from dag_core.errors import DagError
 from dag_core.shards import DEPTH_DTYPES, write_dataset
 from dag_core.sources import open_source, split_indices
@@ -26,8 +27,10 @@ def write_label_subset(
     split: str = "test",
     depth_dtype: str = "float16",
     shard_size: int = 500,
+    license: str = "other",
 ) -> str:
-    """Pick ``n`` + ``n_heldout`` pairs deterministically and write ``out_dir/{train,heldout}``."""
+    """Pick ``n`` + ``n_heldout`` pairs deterministically and write ``out_dir/{train,heldout}``,
+    each with its dataset card (``license`` its licence field)."""
     logger = run_logger()
     if depth_dtype not in DEPTH_DTYPES:  # before the output folder is touched
         raise DagError(f"unknown depth_dtype {depth_dtype!r}; expected one of {DEPTH_DTYPES}")
@@ -39,8 +42,11 @@ def write_label_subset(
             if not indices:
                 continue
             samples = (pairs[i] for i in indices)
+            card = labelled_card(
+                name, license=license, source=source, path=path, seed=seed, resolution=resolution
+            )
             manifest = write_dataset(
-                tmp / name, samples, shard_size=shard_size, depth_dtype=depth_dtype
+                tmp / name, samples, shard_size=shard_size, depth_dtype=depth_dtype, card=card
             )
             counts[name] = manifest["total_rows"]
             logger.info("wrote %d %s pairs from %s", counts[name], name, source)

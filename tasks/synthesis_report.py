@@ -12,10 +12,16 @@ import torch
 from dag_core.atomic import write_text_atomic
 from dag_core.figures import sample_sheet, write_ply
 from dag_core.runtime import RuntimeConfig
-from dag_core.shards import read_samples
+from dag_core.shards import read_samples, update_card
+from dag_core.shards.card import mean_ci
 from tasks import run_logger, stage_task
 from tasks.synthesize import cached_models
 
+#: what each loss of :func:`dag_core.synthesis.depth_losses` measures, for the dataset card
+LOSS_NAMES = {
+    "L_dc": "L_dc (strong vs weak head depth; lower = more consistent)",
+    "L_dp": "L_dp (depth prior loss; lower = more plausible depth)",
+}
 REPORT_SAMPLES = 64
 SHEET_COLUMNS = 8
 PLY_SAMPLES = 2
@@ -33,7 +39,8 @@ def write_synthesis_report(
     runtime: dict[str, Any] | None = None,
 ) -> str | None:
     """``metrics_file``: mean L_dc / L_dp of the first samples of each variant, evaluated on the
-    finished images at t = 0 with the same noise for every variant; ``report_dir``: the sample
+    finished images at t = 0 with the same noise for every variant (each variant's dataset card
+    gets them with their 95 % CIs); ``report_dir``: the sample
     sheet (images, depth, normals; same seeds per column) and PLY point clouds. The losses are
     computed in fp32 on the runtime's device whatever its precision, so runs compare."""
     from dag_core.synthesis import depth_losses
@@ -55,6 +62,12 @@ def write_synthesis_report(
         losses = depth_losses(models, images, seeds=[s.seed or 0 for s in samples])
         metrics[variant] = {k: float(v.mean()) for k, v in losses.items()}
         metrics[variant]["n"] = len(samples)
+        quality = [
+            f"{LOSS_NAMES.get(k, k)} of the first {len(samples)} samples at t = 0: "
+            f"{mean_ci(v.double().cpu().tolist())}"
+            for k, v in losses.items()
+        ]
+        update_card(Path(out_dir) / variant, quality=quality)  # the card says it too
         rows[variant] = (rgb[:SHEET_COLUMNS], depth[:SHEET_COLUMNS])
         logger.info("%s: %s", variant, metrics[variant])
     if metrics_file:

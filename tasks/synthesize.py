@@ -12,6 +12,7 @@ from tqdm import tqdm
 from dag_core.interrupt import work_thread
 from dag_core.resume import finish_variant_dir, prepare_variant_dir
 from dag_core.runtime import RuntimeConfig
+from dag_core.shards import CardInfo
 from dag_core.synthesis import (
     SynthesisModels,
     SynthesisSpec,
@@ -109,12 +110,13 @@ def variant_uses_prior(spec: SynthesisSpec, variant: str) -> bool:
 
 
 @stage_task
-def finish_variant(out_dir: str, num_shards: int) -> str:
-    """Drop shards beyond the spec (none in a clean run) and write the manifest.
+def finish_variant(out_dir: str, num_shards: int, card: dict[str, Any] | None = None) -> str:
+    """Drop shards beyond the spec (none in a clean run) and write the dataset card (``card``:
+    :class:`~dag_core.shards.CardInfo` fields) and the manifest.
 
     The manifest is written only when every shard ``0 … num_shards-1`` verifies
     (:func:`dag_core.resume.finish_variant_dir`).
     """
-    manifest = finish_variant_dir(out_dir, num_shards)
+    manifest = finish_variant_dir(out_dir, num_shards, None if card is None else CardInfo(**card))
     run_logger().info("%s complete: %d rows", out_dir, manifest["total_rows"])
     return out_dir

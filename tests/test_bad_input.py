@@ -267,6 +267,7 @@ def _cases(p: Path) -> list[tuple[str, dict[str, Any] | None, list[str], str]]:
         ("synthesize", {"label_subset": {"n": 2}}, [], "synthesize"),
         ("label_subset", None, ["source=lsun"], "lsun"),
         ("label_subset", None, ["depth_dtype=uint8"], "uint8"),
+        ("label_subset", None, ["license=MIT License"], "MIT License"),  # not a Hub licence id
         ("label_subset", None, ["n=-3"], "-3"),
         ("label_subset", None, ["n=1.5"], "1.5"),
         (

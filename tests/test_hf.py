@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local files only; never the hub (read at import)
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import datasets  # the dev extra (`make setup` installs it)
+import huggingface_hub
 import numpy as np
+import PIL.Image
+import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from dag_core.errors import DagError
 from dag_core.hf import decode_batch, decode_example, load_shards, shard_files
-from dag_core.shards import Sample, read_samples, write_manifest, write_shard
+from dag_core.shards import (
+    Sample,
+    hf_features,
+    read_samples,
+    verify_dataset,
+    write_dataset,
+    write_manifest,
+    write_shard,
+)
 from dag_core.synthesis import SynthesisSpec, load_models, render_shard
 from tests.tiny_models import write_tiny_models
 
@@ -49,7 +64,9 @@ def test_load_dataset_parquet_opens_generated_dataset_as_is(generated: Path, tmp
     )
     assert raw.num_rows == 5
     assert raw["id"] == [f"dag-{i:08d}" for i in range(5)]
-    assert isinstance(raw[0]["rgb"], bytes) and isinstance(raw[0]["depth"], bytes)
+    assert raw.features["rgb"] == datasets.Image()  # schema version 3: the features decode
+    assert raw.features["depth"] == datasets.Array2D(shape=(32, 32), dtype="float16")
+    assert isinstance(raw[0]["rgb"], PIL.Image.Image) and len(raw[0]["depth"]) == 32
 
     reference = list(read_samples(generated))
     decoded = raw.with_transform(decode_batch)
@@ -63,7 +80,7 @@ def test_load_dataset_parquet_opens_generated_dataset_as_is(generated: Path, tmp
         np.testing.assert_array_equal(row["depth"], want.depth)
         assert np.isfinite(row["depth"]).all() and (row["depth"] > 0).all()  # metres, not bytes
         assert row["meta"]["guidance"]["w_dc"] == 40.0 and row["meta"]["index"] == i
-        assert "rgb" not in row  # raw bytes replaced by decoded arrays
+        assert "rgb" not in row  # the raw columns replaced by decoded arrays
     batch = decoded[1:4]  # batched access decodes too
     assert [d.shape for d in batch["depth"]] == [(32, 32)] * 3
 
@@ -144,3 +161,166 @@ def test_schema_version_1_shards_decode_with_no_uncertainty(tmp_path: Path) -> N
     assert rows["id"] == [f"v1-{i}" for i in range(5)] and rows["uncertainty"] == [None] * 5
     want = list(read_samples(v1))
     np.testing.assert_array_equal(rows["depth"][3], want[3].depth)
+
+
+# --- schema version 3: datasets alone reads the shards; the dataset card ------------------------
+
+#: run in a fresh interpreter outside the repo: datasets, pandas and pyarrow only
+ALONE = r"""
+import json, sys
+import numpy as np, pandas as pd, pyarrow.parquet as pq
+from datasets import load_dataset
+
+out = {}
+for folder in sys.argv[2:]:
+    ds = load_dataset(folder, split="train", cache_dir=sys.argv[1])  # the folder, via its card
+    field = pq.read_schema(sorted(__import__("glob").glob(folder + "/part-*.parquet"))[0]).field(
+        "depth"
+    )
+    scale = float(field.metadata[b"scale"])
+    assert field.metadata[b"unit"] == b"m"
+    rows = [ds[i] for i in range(ds.num_rows)]
+    frame = pd.read_parquet(folder, ignore_prefixes=[".", "_", "README"])
+    out[folder] = {
+        "ids": [r["id"] for r in rows],
+        "image_types": sorted({type(r["rgb"]).__module__ for r in rows}),
+        "images": [np.asarray(r["rgb"]).tolist() for r in rows],
+        "depth": [
+            (np.asarray(r["depth"], np.float64) * scale).astype(np.float32).tolist() for r in rows
+        ],
+        "uncertainty": [r["uncertainty"] for r in rows],
+        "seed": [r["seed"] for r in rows],
+        "meta": [json.loads(r["meta"]) for r in rows],
+        "pandas_ids": sorted(frame["id"]),
+        "features": {k: repr(v) for k, v in ds.features.items()},
+    }
+ours = sorted(m for m in sys.modules if m.split(".")[0] in ("dag_core", "tasks", "flows", "tests"))
+print(json.dumps({"ours": ours, "out": out}))
+"""
+
+
+def test_load_dataset_alone_gives_pil_images_and_metric_depth(
+    generated: Path, tmp_path: Path
+) -> None:
+    """``datasets.load_dataset(DIR)`` in a process that never imports this package: PIL images
+    and (stored value × the field's scale) metric depth equal to the package's own readers, for
+    float16 metres and uint16 millimetres; pandas reads the same rows."""
+    rng = np.random.default_rng(1)
+    mm = tmp_path / "mm"
+    samples = [
+        Sample(
+            id=f"m{i}",
+            rgb=rng.integers(0, 256, (6, 8, 3), dtype=np.uint8),
+            depth=rng.uniform(0.3, 9.0, (6, 8)).astype(np.float32),
+            seed=i,
+        )
+        for i in range(3)
+    ]
+    samples[0].depth[0, 0] = np.nan  # no depth: stored as 0 mm, read as 0.0 m
+    write_dataset(mm, samples, shard_size=2, depth_dtype="uint16mm")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    cmd = [sys.executable, "-c", ALONE, str(tmp_path / "cache"), str(generated), str(mm)]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["ours"] == []  # nothing of this package was imported
+    for folder in (generated, mm):
+        got, want = result["out"][str(folder)], list(read_samples(folder))
+        assert got["ids"] == got["pandas_ids"] == [s.id for s in want]
+        assert got["image_types"] == ["PIL.PngImagePlugin"]
+        assert "Array2D" in got["features"]["depth"] and "Image" in got["features"]["rgb"]
+        for i, s in enumerate(want):
+            np.testing.assert_array_equal(np.array(got["images"][i], np.uint8), s.rgb)
+            np.testing.assert_array_equal(np.array(got["depth"][i], np.float32), s.depth)
+            assert got["uncertainty"][i] == s.uncertainty and got["seed"][i] == s.seed
+            assert got["meta"][i] == s.meta
+    assert result["out"][str(mm)]["depth"][0][0][0] == 0.0
+
+
+def test_features_metadata_is_what_datasets_writes(tmp_path: Path) -> None:
+    """The ``huggingface`` schema metadata and the depth field's extension are byte for byte
+    what ``datasets`` itself writes for the same features, for each depth dtype and for a shard
+    of mixed sizes (depth a List of Lists)."""
+    rng = np.random.default_rng(2)
+
+    def sample(i: int, h: int, w: int) -> Sample:
+        rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        return Sample(id=f"s{i}", rgb=rgb, depth=rng.uniform(1, 5, (h, w)), uncertainty=0.5)
+
+    for dtype, sizes in [("float16", [(4, 5)] * 2), ("float32", [(4, 5)]), ("uint16mm", [(3, 2)])]:
+        for mixed in (False, True):
+            shapes = [*sizes, (2, 7)] if mixed else sizes
+            out = tmp_path / f"{dtype}-{mixed}"
+            path = write_shard(
+                out, 0, [sample(i, *hw) for i, hw in enumerate(shapes)], depth_dtype=dtype
+            )
+            ours = pq.read_schema(path)
+            features = datasets.Features.from_dict(hf_features(dtype, None if mixed else shapes[0]))
+            theirs_path = tmp_path / f"theirs-{dtype}-{mixed}.parquet"
+            rows = pq.read_table(path).to_pylist()
+            datasets.Dataset.from_list(rows, features=features).to_parquet(str(theirs_path))
+            theirs = pq.read_schema(theirs_path)
+            assert ours.metadata[b"huggingface"] == theirs.metadata[b"huggingface"]
+            assert datasets.Features.from_arrow_schema(ours) == features
+            ext = {k: v for k, v in ours.field("depth").metadata.items() if b"ARROW" in k}
+            assert ext == (theirs.field("depth").metadata or {})
+            meta = ours.field("depth").metadata
+            scale = b"0.001" if dtype == "uint16mm" else b"1.0"
+            assert meta[b"unit"] == b"m" and meta[b"scale"] == scale
+
+
+def test_dataset_card_is_what_the_hub_reads_and_is_checked(generated: Path, tmp_path: Path):
+    """README.md: front matter with configs (the manifest's shards), the features as
+    ``datasets`` writes them in YAML, task and size categories and licence; a body from the
+    rows' records (model hashes, guidance, seeds, the uncertainty CI); the same bytes when
+    rebuilt; ``verify`` fails when it is missing or changed."""
+    text = (generated / "README.md").read_text()
+    _, front, body = text.split("---\n", 2)
+    card = yaml.safe_load(front)
+    manifest = verify_dataset(generated)
+    files = [s["file"] for s in manifest["shards"]]
+    assert card["configs"] == [
+        {"config_name": "default", "data_files": [{"split": "train", "path": files}]}
+    ]
+    features = datasets.Features.from_arrow_schema(pq.read_schema(generated / files[0]))
+    assert card["dataset_info"]["features"] == features._to_yaml_list()
+    assert card["dataset_info"]["splits"][0]["num_examples"] == 5
+    assert card["task_categories"] == ["depth-estimation"] and card["size_categories"] == ["n<1K"]
+    assert card["license"] == "other" and "synthetic" in card["tags"]
+    info = huggingface_hub.DatasetCard(text).data.to_dict()  # how the Hub parses it
+    assert info["task_categories"] == ["depth-estimation"]
+    meta = next(read_samples(generated, columns=["meta"])).meta
+    for key, value in meta["hashes"].items():
+        assert f"| hashes.{key} | {value} |" in body
+    assert "| guidance.w_dc | 40.0 |" in body and "| sampler | ddim |" in body
+    assert "label uncertainty (mean of the rows' scores):" in body and "95 % CI, n=5" in body
+
+    copy = tmp_path / "copy" / generated.name  # the card names its folder
+    shutil.copytree(generated, copy)
+    assert write_manifest(copy) == manifest  # rebuilt from the same records: the same card
+    assert (copy / "README.md").read_bytes() == text.encode()
+    (copy / "README.md").write_text(text + "edited\n")
+    with pytest.raises(DagError, match="checksum mismatch for dataset card"):
+        verify_dataset(copy)
+    (copy / "README.md").unlink()
+    with pytest.raises(DagError, match=r"README\.md listed in .* is missing"):
+        verify_dataset(copy)
+    with pytest.raises(DagError, match=r"README\.md"):
+        shard_files(copy)
+
+
+def test_reference_splits_have_cards_that_load_dataset_reads(tmp_path: Path) -> None:
+    """The reference stage's splits (train, test, floor) each carry their card with the licence
+    given; ``load_dataset`` on a split folder reads exactly its rows."""
+    from tasks.evaluation import write_world_reference
+
+    out = tmp_path / "reference"
+    write_world_reference.fn(str(out), 16, 3, 2, 1, license="cc0-1.0")
+    for split, rows in (("train", 3), ("test", 2), ("floor", 1)):
+        manifest = verify_dataset(out / split)
+        assert manifest["card"]["info"]["license"] == "cc0-1.0"
+        assert manifest["card"]["info"]["title"] == f"Procedural world reference pairs: {split}"
+        ds = datasets.load_dataset(str(out / split), split="train", cache_dir=str(tmp_path / "c"))
+        assert ds.num_rows == rows and ds.features["rgb"] == datasets.Image()
+        assert ds["id"] == [s.id for s in read_samples(out / split, columns=[])]
+    assert "FID / dFID" in (out / "test" / "README.md").read_text()

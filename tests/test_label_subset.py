@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from dag_core.errors import DagError
-from dag_core.shards import read_samples
+from dag_core.shards import read_samples, verify_dataset
 from dag_core.sources import open_source, resize_pair, split_indices
 from tasks.label_subset import write_label_subset
 
@@ -46,6 +47,30 @@ def test_world_subset_is_reproducible_and_seed_dependent(tmp_path: Path) -> None
     assert a["train"][0][1].shape == (32, 32, 3) and a["train"][0][2].dtype == np.float32
     summary = json.loads((tmp_path / "a" / "subset.json").read_text())
     assert summary["train"] == 6 and summary["resolution"] == 32
+
+
+def test_each_split_has_its_dataset_card(tmp_path: Path) -> None:
+    """train and heldout each carry a README.md card: the licence given, what the split is for,
+    how it was picked, checksummed in the manifest (verify fails without it)."""
+    write_label_subset.fn(
+        str(tmp_path / "l"),
+        source="world",
+        resolution=16,
+        n=3,
+        n_heldout=2,
+        seed=4,
+        license="cc-by-4.0",
+    )
+    for split, role in (("train", "train the depth heads"), ("heldout", "probe the heads")):
+        text = (tmp_path / "l" / split / "README.md").read_text()
+        front = yaml.safe_load(text.split("---\n")[1])
+        assert front["license"] == "cc-by-4.0" and front["task_categories"] == ["depth-estimation"]
+        assert front["pretty_name"] == f"Labelled image–depth pairs: {split} (world)"
+        assert role in text and "| split seed | 4 |" in text and "| resolution | 16 |" in text
+        assert verify_dataset(tmp_path / "l" / split)["card"]["info"]["license"] == "cc-by-4.0"
+    (tmp_path / "l" / "heldout" / "README.md").unlink()
+    with pytest.raises(DagError, match=r"README\.md listed in"):
+        verify_dataset(tmp_path / "l" / "heldout")
 
 
 def test_nyu_subset_from_real_pairs(tmp_path: Path, nyu_test50_dir: Path) -> None:

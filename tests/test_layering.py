@@ -29,8 +29,8 @@ FLOORS: tuple[tuple[str, frozenset[str]], ...] = (
     (
         "settings and formats",
         frozenset(
-            {"checkpoint", "configs", "depthnorm", "hf", "resumable", "runtime", "shards"}
-            | {"sources"}
+            {"cards", "checkpoint", "configs", "depthnorm", "hf", "resumable", "runtime"}
+            | {"shards", "sources"}
         ),
     ),
     ("models", frozenset({"depthnet", "features", "heads", "prior", "strength"})),

@@ -100,7 +100,7 @@ def test_resume_plan_from_the_library(tmp_path: Path) -> None:
 
 def test_a_dataset_from_before_the_uncertainty_column_is_rendered_again(tmp_path: Path) -> None:
     """Shards of schema version 1 (no ``uncertainty``) are never kept by a resume, even under
-    the same spec: the rerun renders every shard in the current schema."""
+    the same spec: the rerun renders every shard in the current schema (version 3)."""
     spec_path, spec = _spec(tmp_path)
     target = tmp_path / "dag"
     shutil.copytree(Path(__file__).parent / "data" / "shards-v1", target)  # 2 version-1 shards
@@ -110,4 +110,5 @@ def test_a_dataset_from_before_the_uncertainty_column_is_rendered_again(tmp_path
     assert not (target / MANIFEST_NAME).exists()
     for k in range(3):
         write_shard(target, k, _samples(2 * k), overwrite=True)
-    assert finish_variant_dir(target, 3)["schema_version"] == 2
+    assert finish_variant_dir(target, 3)["schema_version"] == 3
+    assert verify_dataset(target)["card"]["file"] == "README.md"  # the card comes with it

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
+from PIL import Image
 
 from dag_core import shards
 from dag_core.errors import DagError
@@ -30,12 +32,18 @@ from dag_core.shards import (
     read_samples,
     read_table,
     shard_name,
+    update_card,
     verify_dataset,
     write_dataset,
     write_manifest,
     write_shard,
 )
+from dag_core.shards.card import CARD_NAME, CardInfo
 from dag_core.shards.codec import SHARD_RE
+
+#: what pandas / pyarrow must skip to read a dataset folder: dot-files, ``_manifest.json`` and
+#: the dataset card ``README.md`` (as the card itself says)
+SKIP = [".", "_", "README"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -155,11 +163,19 @@ def test_manifest_counts_and_checksums(tmp_path: Path) -> None:
     assert verify_dataset(tmp_path) == manifest
 
 
+def page_byte(path: Path) -> int:
+    """The offset of the last byte of the shard's first ``rgb`` column chunk (page data, not a
+    header or the footer: the file still opens with it changed)."""
+    chunk = pq.ParquetFile(path).metadata.row_group(0).column(1)
+    assert chunk.path_in_schema == "rgb.bytes"
+    return chunk.data_page_offset + chunk.total_compressed_size - 1
+
+
 def test_verify_detects_tampering(tmp_path: Path) -> None:
     write_dataset(tmp_path, make_samples(6), shard_size=3)
     victim = tmp_path / shard_name(1)
     data = bytearray(victim.read_bytes())
-    data[len(data) // 3] ^= 0xFF
+    data[page_byte(victim)] ^= 0xFF
     victim.write_bytes(bytes(data))
     with pytest.raises(DagError, match=f"checksum mismatch for .*{shard_name(1)}"):
         verify_dataset(tmp_path)
@@ -255,7 +271,7 @@ def test_sigkill_mid_write_leaves_only_complete_shards(tmp_path: Path) -> None:
     with pytest.raises(DagError, match="incomplete: missing manifest"):
         list(read_samples(tmp_path))  # no manifest: never read as a whole dataset
     assert [s.id for s in read_samples(tmp_path, verify=False)] == [f"s{i:04d}" for i in range(4)]
-    assert len(pd.read_parquet(tmp_path)) == 4
+    assert len(pd.read_parquet(tmp_path, ignore_prefixes=SKIP)) == 4
     manifest = write_manifest(tmp_path)
     assert [s["file"] for s in manifest["shards"]] == [shard_name(0)]
     # resume: write the missing shard, then everything is there exactly once
@@ -309,15 +325,17 @@ def test_pandas_and_read_table_open_directory(tmp_path: Path) -> None:
     write_dataset(tmp_path, samples, shard_size=4)
     (tmp_path / f".{shard_name(3)}.tmp-123").write_bytes(b"partial junk")
     assert (tmp_path / MANIFEST_NAME).is_file()
-    frame = pd.read_parquet(tmp_path)
+    frame = pd.read_parquet(tmp_path, ignore_prefixes=SKIP)
     assert sorted(frame["id"]) == [s.id for s in samples]
     assert list(frame.columns) == shards.SCHEMA.names
     table = read_table(tmp_path)
     assert table.schema.equals(shards.SCHEMA)
     assert table.column("id").to_pylist() == [s.id for s in samples]
     row = table.slice(5, 1).to_pylist()[0]
-    depth = decode_depth(row["depth"], row["depth_dtype"], row["height"], row["width"])
+    depth = np.array(row["depth"], dtype=np.float16)  # an Array2D: H lists of W metres
     assert np.array_equal(depth, expected_depth(samples[5].depth, "float16"))
+    png = pd.read_parquet(tmp_path / shard_name(1))["rgb"][1]["bytes"]  # the Image struct
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), samples[5].rgb)
     assert json.loads(row["meta"]) == samples[5].meta
 
 
@@ -393,7 +411,7 @@ def test_temp_files_use_non_shard_names(tmp_path: Path, monkeypatch) -> None:
 def _flip_middle_byte(path: Path) -> None:
     """Damage a shard mid-file, keeping its footer readable."""
     data = bytearray(path.read_bytes())
-    data[len(data) // 3] ^= 0xFF
+    data[page_byte(path)] ^= 0xFF
     path.write_bytes(bytes(data))
 
 
@@ -473,7 +491,7 @@ def test_uncertainty_column_round_trips_through_every_reader(tmp_path: Path) -> 
     samples = scored_samples(scores)
     write_dataset(tmp_path, samples, shard_size=3)
     want = [None if s is None else float(np.float32(s)) for s in scores]  # stored as float32
-    assert str(shards.SCHEMA.field("uncertainty").type) == "float" and shards.SCHEMA_VERSION == 2
+    assert str(shards.SCHEMA.field("uncertainty").type) == "float" and shards.SCHEMA_VERSION == 3
     assert [s.uncertainty for s in read_samples(tmp_path)] == want
     assert [s.uncertainty for s in read_samples(tmp_path, columns=["uncertainty"])] == want
     assert all(s.uncertainty is None for s in read_samples(tmp_path, columns=["seed"]))
@@ -482,7 +500,8 @@ def test_uncertainty_column_round_trips_through_every_reader(tmp_path: Path) -> 
     assert frame["uncertainty"].dtype == np.float32 and list(frame.columns) == shards.SCHEMA.names
     nan = [np.nan if u is None else u for u in want]
     np.testing.assert_array_equal(frame["uncertainty"].to_numpy(), np.array(nan, np.float32))
-    np.testing.assert_array_equal(pd.read_parquet(tmp_path)["uncertainty"], frame["uncertainty"])
+    plain = pd.read_parquet(tmp_path, ignore_prefixes=SKIP)
+    np.testing.assert_array_equal(plain["uncertainty"], frame["uncertainty"])
     items = list(ShardDataset(tmp_path))
     got = torch.stack([item["uncertainty"] for item in items])
     assert got.dtype == torch.float32 and torch.equal(got.isnan(), torch.tensor(nan).isnan())
@@ -510,7 +529,7 @@ def test_schema_version_1_datasets_still_read(tmp_path: Path) -> None:
     assert [s.seed for s in back] == [None, 1, 2, 3, 4] and back[2].meta == {"i": 2}
     assert back[0].rgb.shape == (4, 3, 3) and back[0].depth.shape == (4, 3)
     table = read_table(V1_DATASET)
-    assert table.schema.equals(shards.SCHEMA) and table.column("uncertainty").null_count == 5
+    assert table.schema.equals(shards.SCHEMA_V2) and table.column("uncertainty").null_count == 5
     assert shards.read_pandas(V1_DATASET)["uncertainty"].isna().all()
     items = list(ShardDataset(V1_DATASET))
     assert [i["id"] for i in items] == ids and all(i["uncertainty"].isnan() for i in items)
@@ -538,10 +557,44 @@ def test_schema_version_1_datasets_still_read(tmp_path: Path) -> None:
     (copy / MANIFEST_NAME).write_text(json.dumps(manifest))
     problems = shards.dataset_problems(copy)
     assert any("schema version 1, but" in p and shard_name(0) in p for p in problems)
-    manifest["schema_version"] = 3
+    manifest["schema_version"] = 4
     (copy / MANIFEST_NAME).write_text(json.dumps(manifest))
-    with pytest.raises(DagError, match="unsupported schema_version 3"):
+    with pytest.raises(DagError, match="unsupported schema_version 4"):
         verify_dataset(copy)
+
+
+#: a dataset written by main's code before the ``datasets`` features (5f35fe0, schema version 2):
+#: shards-v1's rows renamed v2-0 … v2-4, uncertainty 0.5, None, 2.0, 0.25, 1.0
+V2_DATASET = REPO / "tests" / "data" / "shards-v2"
+
+
+def test_schema_version_2_datasets_read_as_version_3_does(tmp_path: Path) -> None:
+    """Version 2 (PNG / depth bytes) reads to the same samples, arrays and tensors as the same
+    rows written today (version 3, ``datasets`` features), and a resume redoes its shards."""
+    assert verify_dataset(V2_DATASET)["schema_version"] == 2
+    old = list(read_samples(V2_DATASET))
+    write_dataset(tmp_path / "v3", old, shard_size=3)
+    assert verify_dataset(tmp_path / "v3")["schema_version"] == 3
+    new = list(read_samples(tmp_path / "v3"))
+    assert [s.uncertainty for s in old] == [0.5, None, 2.0, 0.25, 1.0]
+    for a, b in zip(old, new, strict=True):
+        assert (a.id, a.seed, a.source, a.meta, a.uncertainty) == (
+            b.id,
+            b.seed,
+            b.source,
+            b.meta,
+            b.uncertainty,
+        )
+        assert np.array_equal(a.rgb, b.rgb) and np.array_equal(a.depth, b.depth)
+    for a, b in zip(ShardDataset(V2_DATASET), ShardDataset(tmp_path / "v3"), strict=True):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["depth"], b["depth"])
+    kept = [s.id for s in read_samples(V2_DATASET, drop_uncertain=0.5)]
+    assert kept == [s.id for s in read_samples(tmp_path / "v3", drop_uncertain=0.5)]
+    assert read_table(V2_DATASET).schema.equals(shards.SCHEMA_V2)
+    assert read_table(tmp_path / "v3").schema.equals(shards.SCHEMA)
+    copy = tmp_path / "copy"
+    shutil.copytree(V2_DATASET, copy)
+    assert completed_shards(copy) == set()
 
 
 def expected_kept(scores: list[float | None], fraction: float) -> list[int]:
@@ -595,3 +648,24 @@ def test_drop_uncertain_count_ties_and_bad_fractions(tmp_path: Path) -> None:
             list(read_samples(tmp_path, drop_uncertain=bad))
         with pytest.raises(DagError, match="drop_uncertain"):
             shards.load_tensors(tmp_path, drop_uncertain=bad)
+
+
+def test_card_keeps_quality_measured_on_the_same_shards(tmp_path: Path) -> None:
+    """A rerun that renders nothing rewrites neither card nor its quality lines; once a shard
+    changes, quality measured on the old bytes is no longer claimed."""
+    info = CardInfo(title="t", license="cc-by-4.0", made={"m": 1})
+    write_dataset(tmp_path, make_samples(4), shard_size=2, card=info)
+    update_card(tmp_path, quality=["L_dc: 0.5 [0.4, 0.6]"])
+    card = (tmp_path / CARD_NAME).read_bytes()
+    stamp = (tmp_path / CARD_NAME).stat().st_mtime_ns
+    assert b"- L_dc: 0.5 [0.4, 0.6]" in card
+    assert write_manifest(tmp_path, info)["card"]["info"]["quality"] == ["L_dc: 0.5 [0.4, 0.6]"]
+    assert (tmp_path / CARD_NAME).read_bytes() == card
+    assert (tmp_path / CARD_NAME).stat().st_mtime_ns == stamp  # not even rewritten
+    write_manifest(tmp_path, CardInfo(title="other"))  # says something else: quality not kept
+    assert b"L_dc" not in (tmp_path / CARD_NAME).read_bytes()
+    update_card(tmp_path, title="t", license="cc-by-4.0", made={"m": 1}, quality=["q"])
+    write_shard(tmp_path, 1, make_samples(2, start=10), overwrite=True)
+    write_manifest(tmp_path, info)  # new bytes: the old quality is dropped
+    assert b"- q\n" not in (tmp_path / CARD_NAME).read_bytes()
+    assert verify_dataset(tmp_path)["card"]["info"]["quality"] == []

@@ -8,12 +8,15 @@ Kim et al., arXiv 2212.08861) all share this layout. A dataset is a directory::
     ...
     _manifest.json          schema version, per-shard file/rows/sha256, total rows, depth dtype
 
-Columns (:data:`SCHEMA`): ``id`` string; ``rgb`` PNG bytes (lossless); ``depth`` raw
-little-endian bytes in ``depth_dtype`` ∈ {``float16``, ``float32``, ``uint16mm``}; ``height``,
-``width`` int32; ``seed`` int64 (nullable); ``source`` string; ``meta`` a JSON object for everything
-else (guidance scales, sampler, model hashes...); ``uncertainty`` float32 (nullable). Depth is
+Columns (:data:`SCHEMA`, version 3), each a Hugging Face ``datasets`` feature recorded in the
+Parquet schema metadata as ``datasets`` writes it: ``id`` string; ``rgb`` the ``Image`` feature
+(PNG bytes, lossless); ``depth`` an ``Array2D`` (H, W) of ``depth_dtype`` ∈ {``float16``,
+``float32`` metres, ``uint16mm`` = uint16 millimetres}, its unit and scale in the field's metadata;
+``height``, ``width`` int32; ``seed`` int64 (nullable); ``source`` string; ``meta`` a JSON object as
+text (guidance scales, sampler, model hashes...); ``uncertainty`` float32 (nullable). Depth is
 never 8-bit. ``uint16mm`` stores ``round(metres * 1000)`` clipped to 0..65535, with 0 meaning
-invalid/missing (read back as 0.0 m). Every read returns depth as float32 metres.
+invalid/missing (read back as 0.0 m). Every read returns depth as float32 metres; datasets of
+schema versions 1 and 2 (PNG and raw depth bytes) still read (:mod:`~dag_core.shards.codec`).
 
 ``uncertainty`` is how unsure the row's depth label is, higher = less sure: synthesis stores the
 mean of the top 10 % of the per-pixel uncertainty of the strong head's final depth
@@ -24,7 +27,7 @@ labelled and synthetic rows collate together) and passed through by :mod:`dag_co
 reader takes ``drop_uncertain=f`` to leave out the most uncertain fraction f ∈ [0, 1) of the
 scored rows — ``N − floor(f · n)`` of N rows kept, n = rows with a score, ties dropped later row
 first (:mod:`~dag_core.shards.filtering`). Schema version 2 added the column; datasets of version
-1 are still read (``uncertainty`` null), and a resumed synthesis re-renders version 1 shards.
+1 are still read (``uncertainty`` null), and a resumed synthesis re-renders older shards.
 
 Writes are atomic: a shard is written to ``.part-XXXXX.parquet.tmp-<pid>`` in the same directory,
 fsynced, then renamed with :func:`os.replace`; a crash leaves at most a dot-file that every reader
@@ -33,25 +36,30 @@ shard ``k`` with :func:`write_shard`, asks :func:`completed_shards` what is done
 :func:`write_manifest`.
 
 The manifest is named ``_manifest.json`` (not ``manifest.json``) because pyarrow dataset discovery
-skips names starting with ``.`` or ``_`` but tries to parse every other file as Parquet, so a plain
-``manifest.json`` breaks ``pandas.read_parquet(directory)``. Interop with other tools, through
-the same check that the dataset is whole (``pandas.read_parquet(directory)`` or a
+skips names starting with ``.`` or ``_`` but tries to parse every other file as Parquet. The
+dataset card must be ``README.md`` for the Hub and ``load_dataset(directory)``, so pandas and
+pyarrow read a folder with ``ignore_prefixes=[".", "_", "README"]`` (the card says so). Interop
+with other tools, through the same check that the dataset is whole (``load_dataset``, pandas or a
 ``part-*.parquet`` glob would read a dataset with a shard missing or damaged as whole)::
 
     read_pandas("data/synth")                               # pandas, checked first
     datasets.load_dataset("parquet", data_files=dag_core.hf.shard_files("data/synth"))
 
-Both see the raw columns (PNG bytes, depth bytes); decode with :func:`decode_depth` and pillow
-(or :func:`dag_core.hf.decode_batch`).
+``datasets`` alone (no import of this package) decodes version 3 columns itself: ``rgb`` as PIL
+images, ``depth`` as (H, W) arrays of stored values (metres = value × the ``depth`` field's
+``scale``). ``load_dataset(directory)`` reads the shards the card's ``configs`` list
+(:mod:`~dag_core.shards.card`, written with the manifest, which records its sha256).
 
 One responsibility per module: :mod:`~dag_core.shards.codec` (schema, sample ↔ row),
 :mod:`~dag_core.shards.integrity` (checksums, manifest, verification),
-:mod:`~dag_core.shards.writer` (atomic shard and manifest writes), :mod:`~dag_core.shards.readers`
+:mod:`~dag_core.shards.writer` (atomic shard, card and manifest writes),
+:mod:`~dag_core.shards.card` (the dataset card), :mod:`~dag_core.shards.readers`
 (samples, arrays, tables), :mod:`~dag_core.shards.filtering` (``drop_uncertain``),
 :mod:`~dag_core.shards.torch_dataset` (:class:`ShardDataset`) and :mod:`~dag_core.shards.cli`
 (``python -m dag_core.shards verify DIR...``). Import from here.
 """
 
+from dag_core.shards.card import CARD_NAME, CardInfo
 from dag_core.shards.cli import main
 from dag_core.shards.codec import (
     DEPTH_DTYPES,
@@ -59,11 +67,14 @@ from dag_core.shards.codec import (
     SAMPLE_FIELDS,
     SCHEMA,
     SCHEMA_V1,
+    SCHEMA_V2,
     SCHEMA_VERSION,
     SCHEMAS,
     Sample,
     decode_depth,
     encode_depth,
+    hf_features,
+    schema_v3,
     shard_name,
 )
 from dag_core.shards.filtering import keep_mask
@@ -75,16 +86,19 @@ from dag_core.shards.integrity import (
 )
 from dag_core.shards.readers import read_arrays, read_pandas, read_samples, read_table
 from dag_core.shards.torch_dataset import ShardDataset, load_tensors
-from dag_core.shards.writer import write_dataset, write_manifest, write_shard
+from dag_core.shards.writer import update_card, write_dataset, write_manifest, write_shard
 
 __all__ = [
+    "CARD_NAME",
     "DEPTH_DTYPES",
     "MANIFEST_NAME",
     "SAMPLE_FIELDS",
     "SCHEMA",
     "SCHEMAS",
     "SCHEMA_V1",
+    "SCHEMA_V2",
     "SCHEMA_VERSION",
+    "CardInfo",
     "Sample",
     "ShardDataset",
     "completed_shards",
@@ -92,6 +106,7 @@ __all__ = [
     "decode_depth",
     "encode_depth",
     "find_datasets",
+    "hf_features",
     "keep_mask",
     "load_tensors",
     "main",
@@ -99,7 +114,9 @@ __all__ = [
     "read_pandas",
     "read_samples",
     "read_table",
+    "schema_v3",
     "shard_name",
+    "update_card",
     "verify_dataset",
     "write_dataset",
     "write_manifest",

@@ -5,7 +5,8 @@ shard is renamed into place (a visible shard always has its checksum); ``_manife
 last, by :func:`dag_core.shards.writer.write_manifest`) lists every shard with its rows and sha256.
 A dataset is whole when the manifest exists, lists exactly the shards on disk, and every shard opens
 with the schema of the manifest's ``schema_version`` (:data:`~dag_core.shards.codec.SCHEMAS`: the
-current one, or version 1 from before the ``uncertainty`` column), has the listed row count and
+current one, version 2 from before the ``datasets`` features, or version 1 from before the
+``uncertainty`` column), has the listed row count and
 sha256, and the rows add up (:func:`dataset_problems`). Only shards of the current schema count as
 done for writers (:func:`completed_shards`), so a resumed run re-renders shards written before the
 schema grew.
@@ -21,7 +22,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dag_core.errors import DagError
-from dag_core.shards.codec import MANIFEST_NAME, SCHEMA_VERSION, SCHEMAS, SHARD_RE
+from dag_core.shards.card import CARD_NAME
+from dag_core.shards.codec import (
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    SCHEMAS,
+    SHARD_RE,
+    storage_schema,
+)
 
 _HASH_CHUNK = 1 << 20
 
@@ -59,7 +67,7 @@ def read_manifest(directory: Path) -> dict | None:
     return manifest
 
 
-def _manifest_or_none(directory: Path) -> dict | None:
+def manifest_or_none(directory: Path) -> dict | None:
     """Like :func:`read_manifest`, but a malformed manifest counts as none (resume, rebuild)."""
     try:
         return read_manifest(directory)
@@ -90,12 +98,13 @@ def shard_files(directory: Path) -> dict[int, Path]:
 
 def shard_version(pf: pq.ParquetFile) -> int | None:
     """The schema version of an open shard (a key of :data:`SCHEMAS`), None if it has none."""
-    return next((v for v, schema in SCHEMAS.items() if pf.schema_arrow.equals(schema)), None)
+    schema = storage_schema(pf.schema_arrow)
+    return next((v for v, forms in SCHEMAS.items() if any(schema.equals(f) for f in forms)), None)
 
 
 def open_shard(path: Path, *, current: bool = False) -> pq.ParquetFile:
     """Open a shard and check its footer and schema (any version of :data:`SCHEMAS`; with
-    ``current``, only :data:`SCHEMA`); DagError naming the file if it is bad."""
+    ``current``, only :data:`SCHEMA_VERSION`); DagError naming the file if it is bad."""
     try:
         pf = pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as exc:
@@ -126,7 +135,7 @@ def completed_shards(directory: str | Path) -> set[int]:
     directory = Path(directory)
     if not directory.is_dir():
         return set()
-    manifest = _manifest_or_none(directory)
+    manifest = manifest_or_none(directory)
     done = set()
     for index, path in shard_files(directory).items():
         try:
@@ -144,7 +153,8 @@ def dataset_problems(directory: str | Path, *, checksums: bool = True) -> list[s
 
     Whole means: ``_manifest.json`` exists (it is written only after every shard is), every shard
     it lists is present, opens, has the listed row count and (``checksums``) sha256, no shard on
-    disk is unlisted, and the rows add up to ``total_rows``.
+    disk is unlisted, the dataset card (``README.md``, schema version 3 on) is there with its
+    recorded sha256, and the rows add up to ``total_rows``.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -191,10 +201,27 @@ def dataset_problems(directory: str | Path, *, checksums: bool = True) -> list[s
             problems.append(f"checksum mismatch for {path} (damaged or changed since written)")
         elif rows != entry["rows"]:
             problems.append(f"{path} has {rows} rows, manifest says {entry['rows']}")
+    problems += _card_problems(directory, manifest, checksums)
     if sum(s["rows"] for s in listed.values()) != manifest["total_rows"]:
         total = manifest["total_rows"]
         problems.append(f"{manifest_path}: total_rows {total} != sum of shard rows")
     return problems
+
+
+def _card_problems(directory: Path, manifest: dict, checksums: bool) -> list[str]:
+    """The dataset card's problems: from schema version 3 on, the manifest records it and it must
+    be there with that sha256 (``checksums``); older datasets have none."""
+    entry = manifest.get("card")
+    if entry is None:
+        if manifest["schema_version"] < 3:
+            return []
+        return [f"{directory / MANIFEST_NAME} records no dataset card ({CARD_NAME})"]
+    path = directory / str(entry.get("file", CARD_NAME))
+    if not path.is_file():
+        return [f"dataset card {path} listed in {directory / MANIFEST_NAME} is missing"]
+    if checksums and sha256_file(path) != entry.get("sha256"):
+        return [f"checksum mismatch for dataset card {path} (changed since written)"]
+    return []
 
 
 def verify_dataset(directory: str | Path, *, checksums: bool = True) -> dict:

@@ -3,8 +3,9 @@
 Every reader first checks that the dataset is whole against its manifest (checksums included;
 :func:`~dag_core.shards.integrity.verify_dataset`) unless told ``verify=False``, so an incomplete
 or damaged dataset is never read as whole. ``drop_uncertain=f`` leaves out the most uncertain
-fraction f of the rows (:mod:`~dag_core.shards.filtering` states exactly which). Shards of
-schema version 1 read with a null ``uncertainty``.
+fraction f of the rows (:mod:`~dag_core.shards.filtering` states exactly which). Every schema
+version reads: shards of version 1 with a null ``uncertainty``; samples, arrays and tensors come
+out the same from version 2 (PNG / depth bytes) and version 3 (``datasets`` features) shards.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from dag_core.errors import DagError
-from dag_core.shards.codec import SAMPLE_FIELDS, SCHEMA, Sample, row_sample
+from dag_core.shards.codec import SAMPLE_FIELDS, SCHEMA_V2, Sample, depth_arrays, row_sample
 from dag_core.shards.filtering import shard_keep_masks
 from dag_core.shards.integrity import open_shard, shard_files, verify_dataset
 
@@ -44,18 +45,32 @@ def dataset_shards(directory: str | Path, verify: bool = True) -> list[Path]:
     return paths
 
 
-def _arrow_dataset(paths: list[Path]) -> ds.Dataset:
-    """A pyarrow dataset over ``paths``, whose fragments keep the given order."""
-    return ds.dataset([str(p) for p in paths], schema=SCHEMA, format="parquet")
+def _storage(table: pa.Table) -> pa.Table:
+    """``table`` with each extension column (``datasets``, once imported, reads ``depth`` as its
+    ``Array2D`` extension) as its storage, so what a read returns never depends on it."""
+    for i, f in enumerate(table.schema):
+        if isinstance(f.type, pa.ExtensionType):
+            chunks = [c.storage for c in table.column(i).chunks]
+            storage = pa.chunked_array(chunks, type=f.type.storage_type)
+            table = table.set_column(i, f.with_type(f.type.storage_type), storage)
+    return table
 
 
 def iter_batches(paths: list[Path], columns: list[str]) -> Iterator[tuple[Path, pa.RecordBatch]]:
-    """Record batches of ``columns`` over ``paths`` in order, in the current :data:`SCHEMA`
-    (columns a version 1 shard lacks come back null); DagError naming a corrupt file."""
-    for path, fragment in zip(paths, _arrow_dataset(paths).get_fragments(), strict=True):
+    """Record batches of ``columns`` over ``paths`` in order, row group by row group, in each
+    shard's own schema version as stored (``uncertainty``, which a version 1 shard lacks, comes
+    back null) and without schema metadata; DagError naming a corrupt file."""
+    for path in paths:
         try:
-            batches = fragment.to_batches(schema=SCHEMA, columns=columns)
-            yield from ((path, batch) for batch in batches)
+            pf = pq.ParquetFile(path)
+            names = pf.schema_arrow.names
+            for group in range(pf.num_row_groups):
+                table = pf.read_row_group(group, columns=[c for c in columns if c in names])
+                for name in (c for c in columns if c not in names):
+                    field = SCHEMA_V2.field(name)
+                    table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+                table = _storage(table.select(columns)).replace_schema_metadata(None)
+                yield from ((path, batch) for batch in table.to_batches())
         except (OSError, pa.ArrowException) as exc:
             raise DagError(f"corrupt shard {path}: {exc}") from exc
 
@@ -75,7 +90,15 @@ def iter_rows(
             mask = masks[path][offset : offset + batch.num_rows]
             offset += batch.num_rows
             batch = batch.filter(pa.array(mask, type=pa.bool_()))
-        for row in batch.to_pylist():
+        depth = None
+        if "depth" in batch.schema.names and not pa.types.is_binary(
+            batch.schema.field("depth").type
+        ):
+            depth = depth_arrays(batch.column("depth"))  # version 3: never via Python floats
+            batch = batch.drop_columns(["depth"])
+        for i, row in enumerate(batch.to_pylist()):
+            if depth is not None:
+                row["depth"] = depth[i]
             yield path, row
 
 
@@ -132,8 +155,9 @@ def read_arrays(
 def read_table(
     directory: str | Path, *, verify: bool = True, drop_uncertain: float = 0.0
 ) -> pa.Table:
-    """All shards of the dataset as one raw :data:`SCHEMA` table, rows in shard order
-    (``uncertainty`` null for shards of schema version 1).
+    """All shards of the dataset as one raw table in its shards' schema, rows in shard order:
+    version 3 with the first shard's ``datasets`` metadata, version 1 as :data:`SCHEMA_V2`
+    (``uncertainty`` null).
 
     ``verify``, ``drop_uncertain``: as in :func:`read_samples`. Use this (or
     ``read_table(d).to_pandas()``) rather than ``pandas.read_parquet(d)``, which reads whatever
@@ -141,8 +165,12 @@ def read_table(
     """
     paths = dataset_shards(directory, verify)
     keep = shard_keep_masks(paths, drop_uncertain)
-    batches = [batch for _, batch in iter_batches(paths, SCHEMA.names)]
-    table = pa.Table.from_batches(batches, schema=SCHEMA)
+    batches = [batch for _, batch in iter_batches(paths, SCHEMA_V2.names)]
+    schema = pq.read_schema(paths[0])
+    try:
+        table = pa.Table.from_batches(batches).replace_schema_metadata(schema.metadata)
+    except pa.ArrowInvalid as exc:
+        raise DagError(f"shards of {directory} differ in schema: {exc}") from exc
     if keep is not None:
         table = table.filter(pa.array(np.concatenate(keep), type=pa.bool_()))
     return table

@@ -12,27 +12,30 @@ asks :func:`~dag_core.shards.integrity.completed_shards` what is done, and finis
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dag_core.atomic import atomic_path, write_text_atomic
 from dag_core.errors import DagError
+from dag_core.shards.card import CARD_NAME, CardInfo, render_card
 from dag_core.shards.codec import (
     MANIFEST_NAME,
-    SCHEMA,
     SCHEMA_VERSION,
     Sample,
     check_dtype,
+    rows_table,
     sample_row,
     shard_name,
 )
 from dag_core.shards.integrity import (
     completed_shards,
+    manifest_or_none,
     open_shard,
     sha256_file,
     shard_files,
@@ -70,7 +73,7 @@ def write_shard(
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise DagError(f"duplicate sample id {dup!r} in shard {path}")
-    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    table = rows_table(rows, depth_dtype)
     directory.mkdir(parents=True, exist_ok=True)
 
     def write(fh: Any) -> None:
@@ -101,13 +104,27 @@ def _shard_depth_dtype(pf: pq.ParquetFile, path: Path) -> str:
     return dtypes.pop()
 
 
-def write_manifest(directory: str | Path) -> dict:
-    """Rebuild ``_manifest.json`` from the complete shards on disk, atomically; return it.
+def write_manifest(directory: str | Path, card: CardInfo | None = None) -> dict:
+    """Rebuild the dataset card and ``_manifest.json`` from the complete shards on disk,
+    atomically (card first; the manifest records its sha256); return the manifest.
 
     Shards whose content does not verify (see :func:`completed_shards`) are left out, never
     blessed. DagError if there are no complete shards or they disagree on the depth dtype.
+
+    Args:
+        directory: The dataset folder.
+        card: What the card says beyond the shards' records (:class:`~dag_core.shards.card.
+            CardInfo`); None keeps what the current manifest recorded (a default card if none).
+            A card without ``quality`` keeps the recorded quality when it was measured on
+            these very shards (same sha256s) and says the same otherwise: a rerun that renders
+            nothing leaves the card as it was.
     """
     directory = Path(directory)
+    before = manifest_or_none(directory) or {}
+    recorded = before.get("card", {}).get("info")
+    recorded = CardInfo(**recorded) if isinstance(recorded, dict) else None
+    if card is None:
+        card = recorded or CardInfo()
     done = completed_shards(directory)
     if not done:
         raise DagError(f"no complete shards in {directory}")
@@ -128,8 +145,31 @@ def write_manifest(directory: str | Path) -> dict:
         "total_rows": sum(s["rows"] for s in shards),
         "shards": shards,
     }
+    if (
+        recorded is not None
+        and not card.quality
+        and before.get("shards") == shards
+        and {**recorded.to_dict(), "quality": []} == card.to_dict()
+    ):
+        card = recorded
+    text = render_card(directory, manifest, card)
+    card_path = directory / CARD_NAME
+    if not (card_path.is_file() and card_path.read_bytes() == text.encode()):  # a rerun: as is
+        write_text_atomic(card_path, text)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    manifest["card"] = {"file": CARD_NAME, "sha256": digest, "info": card.to_dict()}
     write_text_atomic(directory / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def update_card(directory: str | Path, **changes: Any) -> dict:
+    """Re-render the dataset card with some :class:`~dag_core.shards.card.CardInfo` fields
+    changed (e.g. ``quality`` measured after the shards were written) and the manifest with it;
+    return the manifest."""
+    directory = Path(directory)
+    recorded = (manifest_or_none(directory) or {}).get("card", {}).get("info")
+    info = CardInfo(**recorded) if isinstance(recorded, dict) else CardInfo()
+    return write_manifest(directory, dataclasses.replace(info, **changes))
 
 
 def write_dataset(
@@ -139,8 +179,10 @@ def write_dataset(
     shard_size: int = 500,
     depth_dtype: str = "float16",
     row_group_size: int = 100,
+    card: CardInfo | None = None,
 ) -> dict:
-    """Split ``samples`` into shards of ``shard_size`` rows, write each atomically, then a manifest.
+    """Split ``samples`` into shards of ``shard_size`` rows, write each atomically, then the card
+    (``card``: :class:`~dag_core.shards.card.CardInfo`, default a plain one) and the manifest.
 
     Streams: only one shard's samples are held in memory. Sample ids must be unique. Refuses
     (DagError) to overwrite existing shards. Returns the manifest.
@@ -167,4 +209,4 @@ def write_dataset(
         flush()
     if not seen:
         raise DagError(f"no samples to write to {directory}")
-    return write_manifest(directory)
+    return write_manifest(directory, card or CardInfo())

@@ -64,6 +64,9 @@ class In:
 
 
 Text = Annotated[str, Field(min_length=1)]
+#: a dataset card's ``license`` field: a Hugging Face Hub licence id (apache-2.0, cc-by-4.0...)
+#: or ``other``
+License = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.+-]*$")]
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 OutDir = Annotated[Text, Output("dir")]

@@ -11,6 +11,7 @@ from dag_core.filechecks import FileProblem, check_depth_png, folder_pairs
 from flows.schema import models
 from flows.schema.base import (
     In,
+    License,
     NonNegativeInt,
     OutDir,
     PositiveInt,
@@ -43,6 +44,7 @@ class LabelSubsetParams(StageParams):
     seed: NonNegativeInt
     resolution: PositiveInt | None
     depth_dtype: DepthDtype
+    license: License
     base_model: Text
     out_dir: OutDir
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from dag_core.configs.downstream import DownstreamConfig
 from flows.schema.base import (
     Extractor,
+    License,
     Nested,
     NonNegativeInt,
     Norm,
@@ -31,6 +32,7 @@ class ReferenceParams(StageParams):
     n_test: PositiveInt
     n_floor: NonNegativeInt
     data_dir: OutDir
+    license: License
     out_dir: OutDir
     norm: Norm
     config: Annotated[dict[str, Any], Nested(DownstreamConfig)]

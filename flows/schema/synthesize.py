@@ -14,6 +14,7 @@ from dag_core.configs.types import DepthDtype, Seed
 from dag_core.errors import ParamError
 from flows._params import stage_defaults_or_empty
 from flows.schema.base import (
+    License,
     Nested,
     OptionalOutDir,
     OptionalOutFile,
@@ -48,6 +49,7 @@ class SynthesizeParams(StageParams):
     steps: PositiveInt
     eta: Eta
     depth_dtype: DepthDtype
+    license: License
     guidance: Annotated[dict[str, Any], Nested(GuidanceConfig)]
     variants: Annotated[dict[str, dict[str, Any] | None], Field(min_length=1)]
     task_runner: Annotated[dict[str, Any], Nested(TaskRunnerConfig)]
