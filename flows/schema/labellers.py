@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from dag_core.configs.downstream import DownstreamConfig
 from dag_core.configs.heads import HeadConfig
-from dag_core.configs.labeller import LabellerSpec
+from dag_core.configs.labeller import LabellerSpec, check_specs
 from dag_core.errors import DagError, ParamError
 from flows.schema import models
 from flows.schema.base import (
@@ -77,15 +77,8 @@ class LabellersParams(StageParams):
                 raise exc.rebased(exc.key.split(".")[0], f"{key}.{kind}") from None
             except DagError as exc:
                 raise DagError(f"{key}: {exc}") from None
-        for field, names in (
-            ("reference", [p["reference"]]),
-            ("ceiling", p["ceiling"]["labellers"]),
-        ):
-            unknown = [n for n in names if n not in specs]
-            if unknown:
-                raise DagError(
-                    f"{cls.key(field)} names unknown labeller(s) {unknown}; have {sorted(specs)}"
-                )
+        check_specs(specs, [p["reference"]], cls.key("reference"))
+        check_specs(specs, p["ceiling"]["labellers"], cls.key("ceiling"))
 
     @classmethod
     def inputs(cls, p: dict[str, Any]) -> Iterator[In]:
